@@ -1,0 +1,119 @@
+using System;
+using System.Linq;
+using System.Reflection;
+using System.Runtime.CompilerServices;
+using TorchSharp;
+using static TorchSharp.torch.nn;
+
+namespace TorchHooks
+{
+    /// <summary>
+    /// Installs TorchHooks' single pre-hook/post-hook pair on a module (once per module per process) and
+    /// keeps its <see cref="HookPoint"/>. One installer per TorchSharp forward arity (1–6 inputs); each
+    /// turns the inputs into one value (the input, or a tuple of the inputs) for the call path.
+    /// </summary>
+    internal static class Dispatchers
+    {
+        private static readonly ConditionalWeakTable<torch.nn.Module, HookPoint> s_points = new();
+        private static readonly object s_gate = new();
+
+        /// <summary>The hook point of <paramref name="module"/>, if it was wrapped before.</summary>
+        public static HookPoint? Find(torch.nn.Module module) => s_points.TryGetValue(module, out var p) ? p : null;
+
+        /// <summary>
+        /// The hook point of <paramref name="module"/>, installing the dispatching hooks the first time.
+        /// Returns null for modules without a forward (ModuleList, ModuleDict, ParameterList...).
+        /// </summary>
+        public static HookPoint? GetOrInstall(torch.nn.Module module, string path)
+        {
+            if (s_points.TryGetValue(module, out var existing)) return existing;
+            var moduleType = FindModuleBase(module.GetType());
+            if (moduleType is null) return null;
+            lock (s_gate)
+            {
+                if (s_points.TryGetValue(module, out existing)) return existing;
+                var args = moduleType.GetGenericArguments();
+                var method = typeof(Dispatchers).GetMethod("Install" + (args.Length - 1), BindingFlags.NonPublic | BindingFlags.Static)!
+                    .MakeGenericMethod(args);
+                var point = (HookPoint)method.Invoke(null, new object[] { module, path, Describe(moduleType) })!;
+                s_points.Add(module, point);
+                return point;
+            }
+        }
+
+        /// <summary>The TorchSharp <c>Module&lt;…&gt;</c> base class of a module type, or null.</summary>
+        public static Type? FindModuleBase(Type? type)
+        {
+            for (; type is not null; type = type.BaseType)
+            {
+                if (!type.IsGenericType) continue;
+                var def = type.GetGenericTypeDefinition();
+                if (def == typeof(Module<,>) || def == typeof(Module<,,>) || def == typeof(Module<,,,>) || def == typeof(Module<,,,,>)
+                    || def == typeof(Module<,,,,,>) || def == typeof(Module<,,,,,,>))
+                    return type;
+            }
+            return null;
+        }
+
+        /// <summary>"Module&lt;Tensor, (Tensor, Tensor)&gt;" for a closed Module type.</summary>
+        public static string Describe(Type moduleType) => "Module<" + string.Join(", ", moduleType.GetGenericArguments().Select(Name)) + ">";
+
+        private static string Name(Type t)
+        {
+            if (Nullable.GetUnderlyingType(t) is { } u) return Name(u) + "?";
+            if (t.IsGenericType && t.FullName?.StartsWith("System.ValueTuple`", StringComparison.Ordinal) == true)
+                return "(" + string.Join(", ", t.GetGenericArguments().Select(Name)) + ")";
+            if (t.IsGenericType)
+                return t.Name.Substring(0, t.Name.IndexOf('`')) + "<" + string.Join(", ", t.GetGenericArguments().Select(Name)) + ">";
+            return t.Name;
+        }
+
+        private static HookPoint Install1<T, TResult>(Module<T, TResult> m, string path, string signature)
+        {
+            var p = new HookPoint<T, TResult>(m, path, signature);
+            m.register_forward_pre_hook((mod, x) => p.Pre(mod, x));
+            m.register_forward_hook((mod, x, y) => p.Post(mod, x, y));
+            return p;
+        }
+
+        private static HookPoint Install2<T1, T2, TResult>(Module<T1, T2, TResult> m, string path, string signature)
+        {
+            var p = new HookPoint<(T1, T2), TResult>(m, path, signature);
+            m.register_forward_pre_hook((mod, a, b) => p.Pre(mod, (a, b)));
+            m.register_forward_hook((mod, a, b, y) => p.Post(mod, (a, b), y));
+            return p;
+        }
+
+        private static HookPoint Install3<T1, T2, T3, TResult>(Module<T1, T2, T3, TResult> m, string path, string signature)
+        {
+            var p = new HookPoint<(T1, T2, T3), TResult>(m, path, signature);
+            m.register_forward_pre_hook((mod, a, b, c) => p.Pre(mod, (a, b, c)));
+            m.register_forward_hook((mod, a, b, c, y) => p.Post(mod, (a, b, c), y));
+            return p;
+        }
+
+        private static HookPoint Install4<T1, T2, T3, T4, TResult>(Module<T1, T2, T3, T4, TResult> m, string path, string signature)
+        {
+            var p = new HookPoint<(T1, T2, T3, T4), TResult>(m, path, signature);
+            m.register_forward_pre_hook((mod, a, b, c, d) => p.Pre(mod, (a, b, c, d)));
+            m.register_forward_hook((mod, a, b, c, d, y) => p.Post(mod, (a, b, c, d), y));
+            return p;
+        }
+
+        private static HookPoint Install5<T1, T2, T3, T4, T5, TResult>(Module<T1, T2, T3, T4, T5, TResult> m, string path, string signature)
+        {
+            var p = new HookPoint<(T1, T2, T3, T4, T5), TResult>(m, path, signature);
+            m.register_forward_pre_hook((mod, a, b, c, d, e) => p.Pre(mod, (a, b, c, d, e)));
+            m.register_forward_hook((mod, a, b, c, d, e, y) => p.Post(mod, (a, b, c, d, e), y));
+            return p;
+        }
+
+        private static HookPoint Install6<T1, T2, T3, T4, T5, T6, TResult>(Module<T1, T2, T3, T4, T5, T6, TResult> m, string path, string signature)
+        {
+            var p = new HookPoint<(T1, T2, T3, T4, T5, T6), TResult>(m, path, signature);
+            m.register_forward_pre_hook((mod, a, b, c, d, e, f) => p.Pre(mod, (a, b, c, d, e, f)));
+            m.register_forward_hook((mod, a, b, c, d, e, f, y) => p.Post(mod, (a, b, c, d, e, f), y));
+            return p;
+        }
+    }
+}

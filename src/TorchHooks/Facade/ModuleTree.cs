@@ -1,0 +1,73 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using TorchSharp;
+
+namespace TorchHooks
+{
+    /// <summary>
+    /// The modules of a wrapped model by path (<c>named_modules()</c> names, root <c>""</c>), with
+    /// TorchHooks' dispatching hooks installed on each. Re-walked when a path is not found, so modules
+    /// registered after wrapping are picked up.
+    /// </summary>
+    internal sealed class ModuleTree
+    {
+        private readonly torch.nn.Module _root;
+        private Dictionary<string, torch.nn.Module> _byPath = new();
+
+        public ModuleTree(torch.nn.Module root)
+        {
+            _root = root;
+            Refresh();
+        }
+
+        public IReadOnlyCollection<string> Paths => _byPath.Keys;
+
+        /// <summary>Walks the tree (PyTorch order: root, then <c>named_modules()</c>, shared modules once) and installs hook points.</summary>
+        public void Refresh()
+        {
+            var byPath = new Dictionary<string, torch.nn.Module>();
+            var seen = new HashSet<torch.nn.Module>(ReferenceEqualityComparer.Instance);
+            foreach (var (name, raw) in new[] { ("", _root) }.Concat(_root.named_modules()))
+            {
+                var module = raw is IHookedModule facade ? facade.Unwrap() : raw;
+                if (!seen.Add(module)) continue;   // a shared module keeps its first name, as in PyTorch
+                byPath[name] = module;
+                Dispatchers.GetOrInstall(module, name);
+            }
+            _byPath = byPath;
+        }
+
+        public HookPoint this[string path]
+        {
+            get
+            {
+                if (path is null) throw new ArgumentNullException(nameof(path), "Pass a module path such as \"encoder.0\"; the root is \"\".");
+                if (!_byPath.ContainsKey(path)) Refresh();
+                if (!_byPath.TryGetValue(path, out var module))
+                    throw new KeyNotFoundException($"No module at path '{path}'. Nearest valid paths: {string.Join(", ", Nearest(path).Select(p => $"'{p}'"))}. (All paths: named_modules() names; the root is \"\".)");
+                return Dispatchers.GetOrInstall(module, path)
+                    ?? throw new ArgumentException($"Module '{path}' ({module.GetType().Name}) has no forward, so hooks on it would never fire (as in PyTorch, where they silently don't). Hook its children instead: {string.Join(", ", _byPath.Keys.Where(k => k.StartsWith(path + ".", StringComparison.Ordinal)).Take(5).Select(p => $"'{p}'"))}.", nameof(path));
+            }
+        }
+
+        /// <summary>Up to three paths closest to <paramref name="path"/> by edit distance.</summary>
+        public IEnumerable<string> Nearest(string path)
+            => _byPath.Keys.OrderBy(p => Distance(p, path)).ThenBy(p => p, StringComparer.Ordinal).Take(3);
+
+        private static int Distance(string a, string b)
+        {
+            var prev = new int[b.Length + 1];
+            var cur = new int[b.Length + 1];
+            for (int j = 0; j <= b.Length; j++) prev[j] = j;
+            for (int i = 1; i <= a.Length; i++)
+            {
+                cur[0] = i;
+                for (int j = 1; j <= b.Length; j++)
+                    cur[j] = Math.Min(Math.Min(cur[j - 1] + 1, prev[j] + 1), prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
+                (prev, cur) = (cur, prev);
+            }
+            return prev[b.Length];
+        }
+    }
+}

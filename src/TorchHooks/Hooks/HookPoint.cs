@@ -1,0 +1,212 @@
+using System;
+using System.Collections.Generic;
+using System.Threading;
+using TorchSharp;
+using Tensor = TorchSharp.torch.Tensor;
+
+namespace TorchHooks
+{
+    /// <summary>
+    /// The hook site of one module of a wrapped tree (TransformerLens calls these hook points): register
+    /// forward pre-hooks and forward hooks here, with PyTorch's semantics. Get one from a facade with
+    /// <c>model["encoder.0"]</c>. Hooks live with the module: they also fire when the module is called
+    /// through the unwrapped model.
+    /// </summary>
+    /// <remarks>
+    /// Hooks are typed by the module's forward signature. <c>Tensor → Tensor</c> modules take the
+    /// non-generic overloads (<c>(m, x) =&gt; …</c>); other signatures name their types, e.g.
+    /// <c>register_forward_hook&lt;Tensor, Tensor, (Tensor, Tensor)&gt;((m, a, b, y) =&gt; …)</c>.
+    /// A mismatch throws <see cref="ArgumentException"/> naming the module's signature.
+    /// </remarks>
+    public abstract class HookPoint
+    {
+        internal readonly HookList ForwardPre;
+        internal readonly HookList Forward;
+        private volatile bool _active;
+        private long _pass = -1;
+        private int _calls;
+
+        private protected HookPoint(torch.nn.Module module, string path, string signature)
+        {
+            this.module = module;
+            this.path = path;
+            this.signature = signature;
+            ForwardPre = new HookList(Recompute);
+            Forward = new HookList(Recompute);
+        }
+
+        /// <summary>The module's name in the tree it was first wrapped in, as in <c>named_modules()</c>; the root is <c>""</c>.</summary>
+        public string path { get; }
+
+        /// <summary>The module.</summary>
+        public torch.nn.Module module { get; }
+
+        /// <summary>The module's forward signature, e.g. <c>Module&lt;Tensor, Tensor&gt;</c>.</summary>
+        public string signature { get; }
+
+        /// <summary>Number of local forward pre-hooks registered.</summary>
+        public int forward_pre_hook_count => ForwardPre.Count;
+
+        /// <summary>Number of local forward hooks registered.</summary>
+        public int forward_hook_count => Forward.Count;
+
+        internal bool IsActive => _active;
+
+        internal void Recompute() => _active = ForwardPre.Count > 0 || Forward.Count > 0 || HasForwardScope;
+
+        private protected virtual bool HasForwardScope => false;
+
+        /// <summary>Opens the scopes a call of this module runs forward in (step 3 of the call path).</summary>
+        internal virtual IDisposable? OpenForwardScope() => null;
+
+        internal int NextCallIndex(long pass)
+        {
+            if (_pass != pass) { _pass = pass; _calls = 0; }
+            return _calls++;
+        }
+
+        internal abstract void FinishFailedCall(CallFrame frame, List<Exception> suppressed);
+
+        private protected abstract RemovableHandle AddPre<TArgs>(Func<torch.nn.Module, TArgs, HookResult<TArgs>?> hook, bool prepend, string shape);
+        private protected abstract RemovableHandle AddForward<TArgs, TResult>(Func<torch.nn.Module, TArgs, TResult, HookResult<TResult>?> hook, bool prepend, bool alwaysCall, string shape);
+
+        private protected static T NotNull<T>(T? hook) where T : class
+            => hook ?? throw new ArgumentNullException(nameof(hook), "Pass a hook delegate, e.g. (m, x) => null.");
+
+        // ---- forward pre-hooks: hook(module, inputs) → null (keep) or the replacement inputs ----
+
+        /// <summary>
+        /// Registers a forward pre-hook on a <c>Tensor → …</c> module: <c>hook(module, input)</c> runs before
+        /// forward; return null to keep the input, or a tensor to replace it.
+        /// </summary>
+        /// <param name="hook">The hook.</param>
+        /// <param name="prepend">Run before the hooks already registered here (global hooks still run first).</param>
+        public RemovableHandle register_forward_pre_hook(Func<torch.nn.Module, Tensor, HookResult<Tensor>?> hook, bool prepend = false)
+            => AddPre(NotNull(hook), prepend, "(m, x) => ...");
+
+        /// <summary>Registers a forward pre-hook on a module with one input of type <typeparamref name="T"/>.</summary>
+        public RemovableHandle register_forward_pre_hook<T>(Func<torch.nn.Module, T, HookResult<T>?> hook, bool prepend = false)
+            => AddPre(NotNull(hook), prepend, $"register_forward_pre_hook<{typeof(T).Name}>");
+
+        /// <summary>Registers a forward pre-hook on a module with two inputs; return null or the replacement tuple.</summary>
+        public RemovableHandle register_forward_pre_hook<T1, T2>(Func<torch.nn.Module, T1, T2, HookResult<(T1, T2)>?> hook, bool prepend = false)
+        {
+            NotNull(hook);
+            return AddPre<(T1, T2)>((m, a) => hook(m, a.Item1, a.Item2), prepend, "register_forward_pre_hook<T1, T2>");
+        }
+
+        /// <summary>Registers a forward pre-hook on a module with three inputs.</summary>
+        public RemovableHandle register_forward_pre_hook<T1, T2, T3>(Func<torch.nn.Module, T1, T2, T3, HookResult<(T1, T2, T3)>?> hook, bool prepend = false)
+        {
+            NotNull(hook);
+            return AddPre<(T1, T2, T3)>((m, a) => hook(m, a.Item1, a.Item2, a.Item3), prepend, "register_forward_pre_hook<T1, T2, T3>");
+        }
+
+        /// <summary>Registers a forward pre-hook on a module with four inputs.</summary>
+        public RemovableHandle register_forward_pre_hook<T1, T2, T3, T4>(Func<torch.nn.Module, T1, T2, T3, T4, HookResult<(T1, T2, T3, T4)>?> hook, bool prepend = false)
+        {
+            NotNull(hook);
+            return AddPre<(T1, T2, T3, T4)>((m, a) => hook(m, a.Item1, a.Item2, a.Item3, a.Item4), prepend, "register_forward_pre_hook<T1, T2, T3, T4>");
+        }
+
+        /// <summary>Registers a forward pre-hook on a module with five inputs.</summary>
+        public RemovableHandle register_forward_pre_hook<T1, T2, T3, T4, T5>(Func<torch.nn.Module, T1, T2, T3, T4, T5, HookResult<(T1, T2, T3, T4, T5)>?> hook, bool prepend = false)
+        {
+            NotNull(hook);
+            return AddPre<(T1, T2, T3, T4, T5)>((m, a) => hook(m, a.Item1, a.Item2, a.Item3, a.Item4, a.Item5), prepend, "register_forward_pre_hook<T1, T2, T3, T4, T5>");
+        }
+
+        /// <summary>Registers a forward pre-hook on a module with six inputs.</summary>
+        public RemovableHandle register_forward_pre_hook<T1, T2, T3, T4, T5, T6>(Func<torch.nn.Module, T1, T2, T3, T4, T5, T6, HookResult<(T1, T2, T3, T4, T5, T6)>?> hook, bool prepend = false)
+        {
+            NotNull(hook);
+            return AddPre<(T1, T2, T3, T4, T5, T6)>((m, a) => hook(m, a.Item1, a.Item2, a.Item3, a.Item4, a.Item5, a.Item6), prepend, "register_forward_pre_hook<T1, T2, T3, T4, T5, T6>");
+        }
+
+        // ---- forward hooks: hook(module, inputs, output) → null (keep) or the replacement output ----
+
+        /// <summary>
+        /// Registers a forward hook on a <c>Tensor → Tensor</c> module: <c>hook(module, input, output)</c> runs
+        /// after forward (seeing the input after pre-hooks); return null to keep the output or a tensor to
+        /// replace it.
+        /// </summary>
+        /// <param name="hook">The hook.</param>
+        /// <param name="prepend">Run before the hooks already registered here (global hooks still run first).</param>
+        /// <param name="always_call">Also run when forward or another hook throws (then with a null output);
+        /// its own exception is then reported, not thrown, and the original exception propagates.</param>
+        public RemovableHandle register_forward_hook(Func<torch.nn.Module, Tensor, Tensor, HookResult<Tensor>?> hook, bool prepend = false, bool always_call = false)
+            => AddForward(NotNull(hook), prepend, always_call, "(m, x, y) => ...");
+
+        /// <summary>Registers a forward hook on a module with one input <typeparamref name="T"/> and output <typeparamref name="TResult"/>.</summary>
+        public RemovableHandle register_forward_hook<T, TResult>(Func<torch.nn.Module, T, TResult, HookResult<TResult>?> hook, bool prepend = false, bool always_call = false)
+            => AddForward(NotNull(hook), prepend, always_call, $"register_forward_hook<{typeof(T).Name}, {typeof(TResult).Name}>");
+
+        /// <summary>Registers a forward hook on a module with two inputs.</summary>
+        public RemovableHandle register_forward_hook<T1, T2, TResult>(Func<torch.nn.Module, T1, T2, TResult, HookResult<TResult>?> hook, bool prepend = false, bool always_call = false)
+        {
+            NotNull(hook);
+            return AddForward<(T1, T2), TResult>((m, a, y) => hook(m, a.Item1, a.Item2, y), prepend, always_call, "register_forward_hook<T1, T2, TResult>");
+        }
+
+        /// <summary>Registers a forward hook on a module with three inputs.</summary>
+        public RemovableHandle register_forward_hook<T1, T2, T3, TResult>(Func<torch.nn.Module, T1, T2, T3, TResult, HookResult<TResult>?> hook, bool prepend = false, bool always_call = false)
+        {
+            NotNull(hook);
+            return AddForward<(T1, T2, T3), TResult>((m, a, y) => hook(m, a.Item1, a.Item2, a.Item3, y), prepend, always_call, "register_forward_hook<T1, T2, T3, TResult>");
+        }
+
+        /// <summary>Registers a forward hook on a module with four inputs.</summary>
+        public RemovableHandle register_forward_hook<T1, T2, T3, T4, TResult>(Func<torch.nn.Module, T1, T2, T3, T4, TResult, HookResult<TResult>?> hook, bool prepend = false, bool always_call = false)
+        {
+            NotNull(hook);
+            return AddForward<(T1, T2, T3, T4), TResult>((m, a, y) => hook(m, a.Item1, a.Item2, a.Item3, a.Item4, y), prepend, always_call, "register_forward_hook<T1, T2, T3, T4, TResult>");
+        }
+
+        /// <summary>Registers a forward hook on a module with five inputs.</summary>
+        public RemovableHandle register_forward_hook<T1, T2, T3, T4, T5, TResult>(Func<torch.nn.Module, T1, T2, T3, T4, T5, TResult, HookResult<TResult>?> hook, bool prepend = false, bool always_call = false)
+        {
+            NotNull(hook);
+            return AddForward<(T1, T2, T3, T4, T5), TResult>((m, a, y) => hook(m, a.Item1, a.Item2, a.Item3, a.Item4, a.Item5, y), prepend, always_call, "register_forward_hook<T1, T2, T3, T4, T5, TResult>");
+        }
+
+        /// <summary>Registers a forward hook on a module with six inputs.</summary>
+        public RemovableHandle register_forward_hook<T1, T2, T3, T4, T5, T6, TResult>(Func<torch.nn.Module, T1, T2, T3, T4, T5, T6, TResult, HookResult<TResult>?> hook, bool prepend = false, bool always_call = false)
+        {
+            NotNull(hook);
+            return AddForward<(T1, T2, T3, T4, T5, T6), TResult>((m, a, y) => hook(m, a.Item1, a.Item2, a.Item3, a.Item4, a.Item5, a.Item6, y), prepend, always_call, "register_forward_hook<T1, T2, T3, T4, T5, T6, TResult>");
+        }
+
+        /// <inheritdoc />
+        public override string ToString() => $"HookPoint('{path}', {module.GetType().Name}: {signature}, {ForwardPre.Count} pre, {Forward.Count} forward)";
+    }
+
+    /// <summary>The hook site of a module whose inputs are <typeparamref name="TArgs"/> (a tuple for several inputs).</summary>
+    internal sealed class HookPoint<TArgs, TResult> : HookPoint
+    {
+        public HookPoint(torch.nn.Module module, string path, string signature) : base(module, path, signature) { }
+
+        public TArgs Pre(torch.nn.Module module, TArgs args) => CallPath<TArgs, TResult>.BeforeForward(this, module, args);
+
+        public TResult Post(torch.nn.Module module, TArgs args, TResult result) => CallPath<TArgs, TResult>.AfterForward(this, module, args, result);
+
+        internal override void FinishFailedCall(CallFrame frame, List<Exception> suppressed) => CallPath<TArgs, TResult>.FinishFailedCall(frame, suppressed);
+
+        private protected override RemovableHandle AddPre<TA>(Func<torch.nn.Module, TA, HookResult<TA>?> hook, bool prepend, string shape)
+        {
+            if (hook is not Func<torch.nn.Module, TArgs, HookResult<TArgs>?>)
+                throw Mismatch("forward pre-hook", shape, typeof(TA).Name);
+            return ForwardPre.Add(hook, prepend, alwaysCall: false);
+        }
+
+        private protected override RemovableHandle AddForward<TA, TR>(Func<torch.nn.Module, TA, TR, HookResult<TR>?> hook, bool prepend, bool alwaysCall, string shape)
+        {
+            if (hook is not Func<torch.nn.Module, TArgs, TResult, HookResult<TResult>?>)
+                throw Mismatch("forward hook", shape, $"{typeof(TA).Name} → {typeof(TR).Name}");
+            return Forward.Add(hook, prepend, alwaysCall);
+        }
+
+        private ArgumentException Mismatch(string kind, string shape, string given)
+            => new($"The {kind} ({shape}, for {given}) does not fit module '{path}' ({module.GetType().Name}), which is a {signature}. " +
+                   $"Register a hook of that signature, e.g. with explicit type arguments matching {signature}.", "hook");
+    }
+}

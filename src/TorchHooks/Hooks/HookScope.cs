@@ -1,0 +1,60 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using TorchSharp;
+using Tensor = TorchSharp.torch.Tensor;
+
+namespace TorchHooks
+{
+    /// <summary>
+    /// Temporary hooks: disposing the scope removes exactly the hooks it added, never hooks registered
+    /// elsewhere (unlike helpers that clear every hook of a module). Nested scopes are independent.
+    /// </summary>
+    public sealed class HookScope : IDisposable
+    {
+        private readonly List<RemovableHandle> _handles = new();
+
+        /// <summary>The handles of the hooks this scope added, in registration order.</summary>
+        public IReadOnlyList<RemovableHandle> handles => _handles;
+
+        /// <summary>Adds an already registered hook to the scope, so the scope removes it too.</summary>
+        public RemovableHandle Add(RemovableHandle handle)
+        {
+            _handles.Add(handle ?? throw new ArgumentNullException(nameof(handle), "Pass the handle a register_* call returned."));
+            return handle;
+        }
+
+        /// <summary>Removes the hooks this scope added. Idempotent.</summary>
+        public void Dispose()
+        {
+            for (int i = _handles.Count - 1; i >= 0; i--) _handles[i].remove();
+        }
+
+        /// <summary>
+        /// Registers all hooks or none: every path is resolved first, and if a registration fails the
+        /// ones already made are removed before the exception propagates.
+        /// </summary>
+        internal static HookScope Create(Func<string, HookPoint> resolve,
+            IEnumerable<(string path, Func<torch.nn.Module, Tensor, Tensor, HookResult<Tensor>?> hook)>? fwd,
+            IEnumerable<(string path, Func<torch.nn.Module, Tensor, HookResult<Tensor>?> hook)>? pre,
+            bool always_call)
+        {
+            var fwdList = fwd?.ToList() ?? new();
+            var preList = pre?.ToList() ?? new();
+            var fwdPoints = fwdList.Select(h => resolve(h.path)).ToList();
+            var prePoints = preList.Select(h => resolve(h.path)).ToList();
+            var scope = new HookScope();
+            try
+            {
+                for (int i = 0; i < preList.Count; i++) scope.Add(prePoints[i].register_forward_pre_hook(preList[i].hook));
+                for (int i = 0; i < fwdList.Count; i++) scope.Add(fwdPoints[i].register_forward_hook(fwdList[i].hook, always_call: always_call));
+            }
+            catch
+            {
+                scope.Dispose();
+                throw;
+            }
+            return scope;
+        }
+    }
+}

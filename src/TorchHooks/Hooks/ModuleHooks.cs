@@ -1,0 +1,48 @@
+using System;
+using TorchSharp;
+using Tensor = TorchSharp.torch.Tensor;
+
+namespace TorchHooks
+{
+    /// <summary>
+    /// Global hooks, like PyTorch's <c>torch.nn.modules.module.register_module_forward_*_hook</c>: they run
+    /// for every module call that reaches TorchHooks' call path — every module of every tree wrapped
+    /// with <see cref="ModuleExtensions.WithHooks{T,TResult}(torch.nn.Module{T,TResult})"/> in this process,
+    /// on every thread — before the module's own hooks.
+    /// </summary>
+    /// <remarks>
+    /// A global hook is typed by the input it accepts: it runs for the modules whose input type is
+    /// <c>TArgs</c> (for a module with several inputs, the tuple of them, e.g. <c>(Tensor, Tensor)</c>),
+    /// and is skipped for others. Modules never wrapped are not reached (TorchSharp has no global hook).
+    /// </remarks>
+    public static class ModuleHooks
+    {
+        internal static readonly HookList ForwardPre = new(Recompute);
+        internal static readonly HookList Forward = new(Recompute);
+        private static volatile bool s_active;
+
+        internal static bool IsActive => s_active;
+
+        private static void Recompute() => s_active = ForwardPre.Count > 0 || Forward.Count > 0;
+
+        /// <summary>Registers a global forward pre-hook for every <c>Tensor → …</c> module. Return null to keep the input, a tensor to replace it.</summary>
+        public static RemovableHandle register_module_forward_pre_hook(Func<torch.nn.Module, Tensor, HookResult<Tensor>?> hook)
+            => ForwardPre.Add(hook, prepend: false, alwaysCall: false);
+
+        /// <summary>Registers a global forward pre-hook for every module whose input (tuple of inputs) is <typeparamref name="TArgs"/>.</summary>
+        public static RemovableHandle register_module_forward_pre_hook<TArgs>(Func<torch.nn.Module, TArgs, HookResult<TArgs>?> hook)
+            => ForwardPre.Add(hook, prepend: false, alwaysCall: false);
+
+        /// <summary>
+        /// Registers a global forward hook for every <c>Tensor → Tensor</c> module. Return null to keep the
+        /// output, a tensor to replace it. With <paramref name="always_call"/> it also runs (with a null
+        /// output) when the call throws.
+        /// </summary>
+        public static RemovableHandle register_module_forward_hook(Func<torch.nn.Module, Tensor, Tensor, HookResult<Tensor>?> hook, bool always_call = false)
+            => Forward.Add(hook, prepend: false, always_call);
+
+        /// <summary>Registers a global forward hook for every module with input <typeparamref name="TArgs"/> and output <typeparamref name="TResult"/>.</summary>
+        public static RemovableHandle register_module_forward_hook<TArgs, TResult>(Func<torch.nn.Module, TArgs, TResult, HookResult<TResult>?> hook, bool always_call = false)
+            => Forward.Add(hook, prepend: false, always_call);
+    }
+}
