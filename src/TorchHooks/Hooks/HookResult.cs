@@ -20,6 +20,6 @@ namespace TorchHooks
         public T Value { get; }
 
         /// <summary>Wraps <paramref name="value"/> as a replacement. A null reference means "keep".</summary>
-        public static implicit operator HookResult<T>(T value) => value is null ? null! : new HookResult<T>(value);
+        public static implicit operator HookResult<T>?(T? value) => value is null ? null : new HookResult<T>(value);
     }
 }
