@@ -127,6 +127,8 @@ namespace TorchHooks
         public override void register_module(string name, nn.Module submodule) { _inner.register_module(name, submodule); _tree.Refresh(); }
         /// <inheritdoc />
         public override string GetName() => _inner.GetName();
+        /// <summary>The facade has no components of its own: its fields must not become submodules of the wrapped model.</summary>
+        protected override void RegisterComponents() { }
         /// <inheritdoc />
         protected override nn.Module _to(Device device, ScalarType dtype, bool non_blocking) { _inner.to(device, dtype, non_blocking); return this; }
         /// <inheritdoc />
