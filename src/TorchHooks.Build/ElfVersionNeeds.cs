@@ -89,6 +89,8 @@ namespace TorchHooks.Build
             int shnum = BitConverter.ToUInt16(d, is64 ? 0x3C : 0x30);
             var list = new List<Section>(shnum);
             if (shoff == 0 || shnum == 0) return list;
+            if (shentsize < (is64 ? 64 : 40))
+                throw new InvalidDataException($"'{path}' is malformed: its section header entries are {shentsize} bytes, shorter than an ELF{(is64 ? 64 : 32)} section header.");
             if (shoff < 0 || shoff + (long)shentsize * shnum > d.Length)
                 throw new InvalidDataException($"'{path}' is truncated: its section header table lies outside the file.");
             for (int i = 0; i < shnum; i++)
@@ -252,8 +254,11 @@ namespace TorchHooks.Build
                     var psi = new ProcessStartInfo(ldconfig, "-p") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
                     using var p = Process.Start(psi);
                     if (p is null) continue;
+                    // Drain stderr concurrently: a full, unread stderr pipe would block ldconfig.
+                    var errors = p.StandardError.ReadToEndAsync();
                     string output = p.StandardOutput.ReadToEnd();
                     p.WaitForExit();
+                    errors.Wait();
                     string? any = null;
                     foreach (var raw in output.Split('\n'))
                     {
