@@ -24,7 +24,8 @@ namespace TorchHooks
         /// <param name="device_type">DeviceType.CPU or DeviceType.CUDA.</param>
         /// <param name="dtype">The lower-precision type: BFloat16 or Float16. <c>null</c> takes the device's current
         /// autocast dtype, which is BFloat16 for CPU and Float16 for CUDA unless an enclosing region changed it (as in
-        /// PyTorch).</param>
+        /// PyTorch). With <paramref name="enabled"/> false any dtype is accepted (e.g. Float32, as PyTorch allows); an
+        /// unsupported one then leaves the device's autocast dtype unchanged.</param>
         /// <param name="enabled">False makes a full-precision sub-region (autocast off inside).</param>
         /// <param name="cache_enabled">Whether casts of leaf float32 tensors that require grad (weights) are cached
         /// until the outermost region exits. <c>null</c> keeps the current setting (true by default).</param>
@@ -34,7 +35,7 @@ namespace TorchHooks
         public static AutocastScope autocast(DeviceType device_type, torch.ScalarType? dtype = null, bool enabled = true, bool? cache_enabled = null)
         {
             var bit = AutocastStack.CheckDevice(device_type, nameof(device_type));
-            if (dtype is { } d) AutocastStack.CheckDtype(device_type, d, nameof(dtype));
+            dtype = AutocastStack.CheckDtype(device_type, dtype, enabled, nameof(dtype));
             var token = AutocastStack.Enter(bit, device_type, dtype, enabled, cache_enabled);
             return new AutocastScope(device_type, AutocastNative.GetAutocastDtype(device_type), enabled,
                 AutocastNative.IsAutocastCacheEnabled(), token);
@@ -46,14 +47,15 @@ namespace TorchHooks
         /// precision policy: <c>Enter(DeviceType.CPU, null, enabled: false)</c> forces float32 for one call).
         /// </summary>
         /// <param name="deviceType">DeviceType.CPU or DeviceType.CUDA.</param>
-        /// <param name="dtype">BFloat16 or Float16; <c>null</c> keeps the device's current autocast dtype.</param>
+        /// <param name="dtype">BFloat16 or Float16; <c>null</c> keeps the device's current autocast dtype. Any dtype is
+        /// accepted when <paramref name="enabled"/> is false (an unsupported one leaves the autocast dtype unchanged).</param>
         /// <param name="enabled">Whether autocast is on inside the region.</param>
         /// <param name="cacheEnabled"><c>null</c> keeps the current cache flag.</param>
         /// <exception cref="ArgumentException">Unsupported device type or dtype.</exception>
         public static AutocastToken Enter(DeviceType deviceType, torch.ScalarType? dtype, bool enabled, bool? cacheEnabled = null)
         {
             var bit = AutocastStack.CheckDevice(deviceType, nameof(deviceType));
-            if (dtype is { } d) AutocastStack.CheckDtype(deviceType, d, nameof(dtype));
+            dtype = AutocastStack.CheckDtype(deviceType, dtype, enabled, nameof(dtype));
             return AutocastStack.Enter(bit, deviceType, dtype, enabled, cacheEnabled);
         }
 

@@ -40,11 +40,11 @@ namespace TorchHooks
             public string NameFor(bool windows) => windows ? Msvc : Itanium;
         }
 
-        // Itanium names: checked against libtorch_cpu.so of libtorch-cpu-linux-x64 2.10.0 (nm -D).
-        // MSVC names: only set_autocast_enabled was observed (torch_cpu.dll); the others are derived by the
-        // same MSVC decoration rules (YA = __cdecl free function, X = void, _N = bool, _J = __int64,
-        // ?AW4 = enum returned by value, W4 = enum parameter, digits = name back-references).
-        // They are untested: no Windows machine ran them.
+        // Itanium names: checked against libtorch_cpu.so of libtorch-cpu-linux-x64 2.10.0 (nm -D) and run here.
+        // MSVC names: only set_autocast_enabled was observed in torch_cpu.dll; the others are derived by the same
+        // MSVC decoration rules (YA = __cdecl free function, X = void, _N = bool, _J = __int64, ?AW4 = enum returned
+        // by value, W4 = enum parameter, digits = name back-references) and agree with clang's MSVC-ABI mangling of
+        // the declarations in tests/TorchHooks.Tests/Goldens/autocast/mangled_names.cpp. Untested on Windows.
         internal static readonly Symbol SetEnabled = new(
             "void at::autocast::set_autocast_enabled(c10::DeviceType, bool)",
             "_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb",
@@ -97,6 +97,9 @@ namespace TorchHooks
         private static delegate* unmanaged[Cdecl, SuppressGCTransition]<byte> s_isCacheEnabled;
 
         private static volatile bool s_bound;
+
+        /// <summary>The handle of libtorch_cpu once bound.</summary>
+        internal static IntPtr TorchCpuHandle { get; private set; }
         private static readonly object s_lock = new();
 
         /// <summary>Binds the functions on first use; throws <see cref="NotSupportedException"/> if it can't.</summary>
@@ -107,6 +110,7 @@ namespace TorchHooks
             {
                 if (s_bound) return;
                 var lib = LoadTorchCpu();
+                TorchCpuHandle = lib;
                 bool windows = RuntimeInformation.IsOSPlatform(OSPlatform.Windows);
                 s_setEnabled = (delegate* unmanaged[Cdecl, SuppressGCTransition]<sbyte, byte, void>)Resolve(lib, SetEnabled, windows);
                 s_isEnabled = (delegate* unmanaged[Cdecl, SuppressGCTransition]<sbyte, byte>)Resolve(lib, IsEnabled, windows);

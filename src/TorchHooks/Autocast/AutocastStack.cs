@@ -46,14 +46,18 @@ namespace TorchHooks
             }
         }
 
-        /// <summary>Throws unless <paramref name="dtype"/> is a lower-precision type autocast supports on the device.</summary>
-        internal static void CheckDtype(DeviceType device_type, torch.ScalarType dtype, string paramName)
+        /// <summary>
+        /// Validates the dtype of a region: an enabled region needs a lower-precision type autocast supports on the
+        /// device (libtorch 2.10: BFloat16 or Float16 on CPU and CUDA). A disabled region accepts any dtype, like
+        /// PyTorch; an unsupported one is dropped (returns null: the device's autocast dtype stays as it is).
+        /// </summary>
+        internal static torch.ScalarType? CheckDtype(DeviceType device_type, torch.ScalarType? dtype, bool enabled, string paramName)
         {
-            // libtorch 2.10: CPU autocast accepts bfloat16 and float16; CUDA float16 and bfloat16.
-            if (dtype == torch.ScalarType.BFloat16 || dtype == torch.ScalarType.Float16) return;
+            if (dtype is not { } d || d == torch.ScalarType.BFloat16 || d == torch.ScalarType.Float16) return dtype;
+            if (!enabled) return null;
             var dflt = device_type == DeviceType.CUDA ? "Float16" : "BFloat16";
             throw new ArgumentException(
-                $"Autocast dtype ScalarType.{dtype} is not supported on DeviceType.{device_type}. " +
+                $"Autocast dtype ScalarType.{d} is not supported on DeviceType.{device_type}. " +
                 $"Allowed: ScalarType.BFloat16, ScalarType.Float16 (default ScalarType.{dflt}). " +
                 "To run a region in full precision use enabled: false.",
                 paramName);
@@ -155,6 +159,20 @@ namespace TorchHooks
                 $"Autocast scopes exited out of order: this scope was exited while {inner} scope(s) entered after it " +
                 "were still open. TorchHooks closed those as well and restored the autocast state from before this " +
                 "scope; their own Dispose is now a no-op. Exit scopes in reverse order of entry (use 'using').");
+        }
+
+        /// <summary>
+        /// Closes every TorchHooks region open on this thread (innermost first), then brings libtorch's nesting
+        /// counter back to 0 (clearing the cache) in case something else left it raised.
+        /// </summary>
+        internal static void ResetThread()
+        {
+            AutocastNative.EnsureBound();
+            while (t_count > 0) RestoreTop();
+            while (AutocastNative.CurrentNesting() > 0)
+                if (AutocastNative.DecrementNesting() == 0) AutocastNative.ClearAutocastCache();
+            AutocastNative.SetAutocastEnabled(DeviceType.CPU, false);
+            AutocastNative.SetAutocastEnabled(DeviceType.CUDA, false);
         }
 
         private static void RestoreTop()
