@@ -16,9 +16,9 @@ namespace TorchHooks
     ///
     ///   BeforeForward  1. fast path: no hook anywhere → return at once
     ///                  2. forward pre-hooks, global then local (snapshots; may replace the input)
-    ///                  3. forward scopes open (per-module precision policy)
+    ///                  3. precision policy: autocast region opens (Float32 also casts inputs)
     ///   (TorchSharp runs forward)
-    ///   AfterForward   4. forward scopes close
+    ///   AfterForward   4. precision region closes
     ///                  5. forward hooks, global then local (may replace the output)
     ///   FinishFailedCall 6. forward, a pre-hook or a forward hook threw: the always_call forward hooks
     ///                     that have not run yet run (global then local), their own exceptions are
@@ -57,8 +57,13 @@ namespace TorchHooks
             }
             frame.Args = args;
 
-            // 3. Scopes around forward only (hooks run outside them, like PyTorch's decorator form).
-            frame.ForwardScope = node.OpenForwardScope();
+            // 3. The module's precision policy: an autocast region around forward only (hooks run outside
+            //    it, like PyTorch's decorator form); Float32 also casts lower-precision inputs.
+            if (node.Precision is { } policy)
+            {
+                args = policy.CastInputs(args, ref frame.CastInputs);
+                frame.Precision = policy.Enter();
+            }
             return args;
         }
 
@@ -71,10 +76,8 @@ namespace TorchHooks
             if (index < stack.Count - 1) FinishAbandonedCalls(stack, index + 1); // children that threw, caught in our forward
             var frame = stack[index];
 
-            // 4. Close forward scopes.
-            var scope = frame.ForwardScope;
-            frame.ForwardScope = null;
-            scope?.Dispose();
+            // 4. Close the precision region.
+            frame.CloseForwardScope(result);
 
             // 5. Forward hooks: global, then local. A non-null result replaces the output.
             //    ForwardHooksStarted is advanced before each hook runs, so a hook that throws is never re-run.
@@ -95,9 +98,7 @@ namespace TorchHooks
         /// <summary>6. The call failed: run the always_call forward hooks that have not run yet.</summary>
         public static void FinishFailedCall(CallFrame frame, List<Exception> suppressed)
         {
-            var scope = frame.ForwardScope;
-            frame.ForwardScope = null;
-            try { scope?.Dispose(); }
+            try { frame.CloseForwardScope(null); }
             catch (Exception e) { suppressed.Add(e); }
 
             var args = frame.Args is TArgs a ? a : default!;

@@ -21,12 +21,30 @@ namespace TorchHooks
         public int ForwardHooksStarted;
         /// <summary>The input after pre-hooks, kept for always_call hooks if the call fails.</summary>
         public object? Args;
-        /// <summary>Scopes a feature opened for the duration of forward (e.g. a precision policy), closed in reverse.</summary>
-        public IDisposable? ForwardScope;
+        /// <summary>The autocast region of the module's precision policy, open while forward runs.</summary>
+        public AutocastToken Precision;
+        /// <summary>Inputs the precision policy cast for forward; disposed when the call ends.</summary>
+        public List<torch.Tensor>? CastInputs;
+
+        /// <summary>Step 4 of the call path: closes the precision region and disposes cast inputs (except a returned one).</summary>
+        public void CloseForwardScope(object? result)
+        {
+            var precision = Precision;
+            Precision = default;
+            var cast = CastInputs;
+            CastInputs = null;
+            try { precision.Dispose(); }
+            finally
+            {
+                if (cast is not null)
+                    foreach (var t in cast)
+                        if (!ReferenceEquals(t, result)) t.Dispose();
+            }
+        }
 
         public void Clear()
         {
-            Node = null!; Module = null!; Args = null; ForwardScope = null;
+            Node = null!; Module = null!; Args = null; Precision = default; CastInputs = null;
             GlobalForward = LocalForward = Array.Empty<HookEntry>();
             ForwardHooksStarted = 0; CallIndex = 0;
         }

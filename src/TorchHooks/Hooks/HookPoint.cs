@@ -52,12 +52,30 @@ namespace TorchHooks
 
         internal bool IsActive => _active;
 
-        internal void Recompute() => _active = ForwardPre.Count > 0 || Forward.Count > 0 || HasForwardScope;
+        internal void Recompute() => _active = ForwardPre.Count > 0 || Forward.Count > 0 || Volatile.Read(ref _precision) is not null;
 
-        private protected virtual bool HasForwardScope => false;
+        private PrecisionPolicy? _precision;
 
-        /// <summary>Opens the scopes a call of this module runs forward in (step 3 of the call path).</summary>
-        internal virtual IDisposable? OpenForwardScope() => null;
+        /// <summary>The module's precision policy, or null (see <see cref="SetPrecision"/>).</summary>
+        public PrecisionPolicy? Precision => Volatile.Read(ref _precision);
+
+        /// <summary>
+        /// Runs this module's forward (and everything it calls) under <paramref name="policy"/>, e.g.
+        /// <c>PrecisionPolicy.Autocast(DeviceType.CPU, ScalarType.BFloat16)</c> or <c>PrecisionPolicy.Float32()</c>
+        /// for a norm or loss layer inside an autocast region. Replaces an earlier policy; removing the
+        /// returned handle clears the policy if it is still this one.
+        /// </summary>
+        public RemovableHandle SetPrecision(PrecisionPolicy policy)
+        {
+            if (policy is null) throw new ArgumentNullException(nameof(policy), "Pass PrecisionPolicy.Autocast(...) or PrecisionPolicy.Float32(); remove the returned handle to clear it.");
+            Volatile.Write(ref _precision, policy);
+            Recompute();
+            return new RemovableHandle(_ =>
+            {
+                Interlocked.CompareExchange(ref _precision, null, policy);
+                Recompute();
+            });
+        }
 
         internal int NextCallIndex(long pass)
         {
