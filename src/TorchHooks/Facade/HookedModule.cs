@@ -138,21 +138,4 @@ namespace TorchHooks
         /// <inheritdoc />
         public override string ToString() => $"HookedModule({_inner})";
     }
-
-    /// <summary>Entry points: wrap a TorchSharp model in its hook-aware facade.</summary>
-    public static class ModuleExtensions
-    {
-        private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<nn.Module, object> s_facades = new();
-
-        /// <summary>
-        /// Wraps <paramref name="model"/> (and its whole submodule tree) in a hook-aware facade. Idempotent:
-        /// wrapping a facade returns it, and wrapping the same model twice returns the same facade.
-        /// </summary>
-        public static HookedModule<T, TResult> WithHooks<T, TResult>(this nn.Module<T, TResult> model)
-        {
-            if (model is null) throw new ArgumentNullException(nameof(model), "Pass the TorchSharp module to wrap.");
-            if (model is HookedModule<T, TResult> already) return already;
-            return (HookedModule<T, TResult>)s_facades.GetValue(model, m => new HookedModule<T, TResult>((nn.Module<T, TResult>)m));
-        }
-    }
 }

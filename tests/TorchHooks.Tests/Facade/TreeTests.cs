@@ -88,6 +88,44 @@ namespace TorchHooks.Tests.Facade
         }
 
         [Test]
+        public void RootsOfEveryArityHaveAFacade()
+        {
+            var m2 = new Add2().WithHooks();
+            using (m2.register_forward_pre_hook((mod, a, b) => (a * 2, b)))
+            using (m2.register_forward_hook((mod, a, b, y) => y + 0.25))
+            using (var y = m2.call(ones(1), ones(1))) Assert.That(TensorAssert.Values(y), Is.EqualTo(new[] { 3.25 }));
+            Assert.That(new Add2().WithHooks().module, Is.InstanceOf<Add2>());
+
+            var m3 = new Add3().WithHooks();
+            using (m3.register_forward_hook((mod, a, b, c, y) => -y)) using (var y = m3.call(ones(1), ones(1), ones(1))) Assert.That(TensorAssert.Values(y), Is.EqualTo(new[] { -111.0 }));
+            var m4 = new Add4().WithHooks();
+            using (m4.register_forward_pre_hook((mod, a, b, c, d) => (a, b, c, d * 0))) using (var y = m4.call(ones(1), ones(1), ones(1), ones(1))) Assert.That(TensorAssert.Values(y), Is.EqualTo(new[] { 3.0 }));
+            var m5 = new Add5().WithHooks();
+            using (m5.register_forward_hook((mod, a, b, c, d, e, y) => y * 2)) using (var y = m5.call(ones(1), ones(1), ones(1), ones(1), ones(1))) Assert.That(TensorAssert.Values(y), Is.EqualTo(new[] { 10.0 }));
+            var m6 = new Add6().WithHooks();
+            Assert.That(m6.WithHooks(), Is.SameAs(m6));
+            using (m6.register_forward_hook((mod, a, b, c, d, e, f, y) => y * 2)) using (var y = m6.call(ones(1), ones(1), ones(1), ones(1), ones(1), ones(1))) Assert.That(TensorAssert.Values(y), Is.EqualTo(new[] { 12.0 }));
+        }
+
+        [Test]
+        public void MultiInputRootRunsAlwaysCallHooksWhenAChildThrows()
+        {
+            var m = new TwoInputWithFailingChild().WithHooks();
+            int always = 0;
+            using var h = m["bad"].register_forward_hook((mod, x, y) => { always++; return null; }, always_call: true);
+            Assert.Throws<InvalidOperationException>(() => m.call(ones(1), ones(1)));
+            Assert.That(always, Is.EqualTo(1));
+            Assert.That(CallStack.Current.Count, Is.Zero);
+        }
+
+        private sealed class TwoInputWithFailingChild : nn.Module<Tensor, Tensor, Tensor>
+        {
+            private readonly Failing bad = new();
+            public TwoInputWithFailingChild() : base("TwoInput") { RegisterComponents(); }
+            public override Tensor forward(Tensor a, Tensor b) => bad.call(a + b);
+        }
+
+        [Test]
         public void NativeModulesAreHookableAtTheirBoundary()
         {
             var mha = nn.MultiheadAttention(4, 2);
