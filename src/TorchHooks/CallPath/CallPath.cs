@@ -25,7 +25,8 @@ namespace TorchHooks
     ///                     collected, not thrown; the original exception propagates unchanged.
     ///
     /// Step 6 runs when the exception reaches the enclosing facade call (<see cref="HookedModule{T,TResult}"/>)
-    /// or, if user code inside a parent's forward caught it, when that parent's call finishes.
+    /// or, if user code inside a parent's forward caught it, when that parent's call finishes. A module
+    /// called directly (not through a facade) that threw is finished at its next call.
     /// </summary>
     internal static class CallPath<TArgs, TResult>
     {
@@ -35,6 +36,11 @@ namespace TorchHooks
             if (!node.IsActive && !ModuleHooks.IsActive) return args;
 
             var stack = CallStack.Current;
+            // Outside any facade call, an unfinished frame of this same module can only be left over from
+            // an earlier direct call that threw (nothing was there to finish it): finish it now.
+            if (stack.FacadeDepth == 0 && stack.Count > 0 && stack.Find(node, module) is var stale and >= 0)
+                FinishAbandonedCalls(stack, stale);
+
             var frame = stack.Push();
             frame.Node = node;
             frame.Module = module;

@@ -118,6 +118,45 @@ namespace TorchHooks.Tests.Facade
             Assert.That(CallStack.Current.Count, Is.Zero);
         }
 
+        [Test]
+        public void ChildExceptionCaughtInsideParentForwardFinishesTheChildCall()
+        {
+            var m = new Catching().WithHooks();
+            var order = new List<string>();
+            using var h = m["bad"].register_forward_hook((mod, x, y) => { order.Add("bad:always"); return null; }, always_call: true);
+            using var r = m.register_forward_hook((mod, x, y) => { order.Add("root"); return null; });
+            using (m.call(ones(1))) { }
+            Assert.That(order, Is.EqualTo(new[] { "bad:always", "root" }), "the abandoned child call is finished before the parent's hooks");
+            Assert.That(CallStack.Current.Count, Is.Zero);
+        }
+
+        private sealed class Catching : nn.Module<Tensor, Tensor>
+        {
+            private readonly Failing bad = new();
+            public Catching() : base("Catching") { RegisterComponents(); }
+            public override Tensor forward(Tensor x)
+            {
+                try { return bad.call(x); }
+                catch (InvalidOperationException) { return x.alias(); }
+            }
+        }
+
+        [Test]
+        public void DirectCallOfAnUnwrappedModuleThatThrewIsFinishedAtItsNextCall()
+        {
+            var failing = new Failing();
+            _ = failing.WithHooks();
+            int always = 0;
+            using var h = ModuleHooks.register_module_forward_hook((mod, x, y) => { always++; return null; }, always_call: true);
+            Assert.Throws<InvalidOperationException>(() => failing.call(ones(1)));
+            Assert.That(CallStack.Current.Count, Is.EqualTo(1), "no facade call was there to finish it");
+            Assert.Throws<InvalidOperationException>(() => failing.call(ones(1)));
+            Assert.That(always, Is.EqualTo(1), "the first call was finished when the second began");
+            Assert.That(CallStack.Current.Count, Is.EqualTo(1), "frames don't pile up");
+            var stack = CallStack.Current;
+            stack.Unwind(0, new List<Exception>());
+        }
+
         private sealed class TwoInputWithFailingChild : nn.Module<Tensor, Tensor, Tensor>
         {
             private readonly Failing bad = new();
