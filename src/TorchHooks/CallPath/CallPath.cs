@@ -82,7 +82,11 @@ namespace TorchHooks
             if (index < stack.Count - 1) FinishAbandonedCalls(stack, index + 1); // children that threw, caught in our forward
             var frame = stack[index];
 
-            // 4. Close the precision region.
+            // 4. Close the precision region. TorchSharp hands the post-hook the input forward received, which
+            //    is the policy's float32 copy when a Float32 policy cast it; that copy is disposed here, so the
+            //    forward hooks get the input as it was after the pre-hooks (as with PyTorch's decorator form,
+            //    where the cast happens inside forward).
+            if (frame.CastInputs is not null && frame.Args is TArgs beforeCast) args = beforeCast;
             frame.CloseForwardScope(result);
 
             // 5. Forward hooks: global, then local. A non-null result replaces the output.

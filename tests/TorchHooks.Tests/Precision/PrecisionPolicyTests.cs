@@ -59,6 +59,26 @@ namespace TorchHooks.Tests.Precision
         }
 
         [Test]
+        public void ForwardHooksOfAFloat32ModuleSeeTheInputBeforeTheCast()
+        {
+            var m = Model().WithHooks();
+            using var policy = m["norm"].SetPrecision(PrecisionPolicy.Float32());
+            var seen = new List<string>();
+            using var local = m["norm"].register_forward_hook((mod, input, y) => { seen.Add($"local {input.dtype} -> {y.dtype}"); return null; });
+            using var global = ModuleHooks.register_module_forward_hook((mod, input, y) =>
+            {
+                if (ReferenceEquals(mod, m["norm"].module)) seen.Add($"global {input.dtype} -> {y.dtype}");
+                return null;
+            });
+            using var x = randn(2, 8);
+            using (Amp.autocast(DeviceType.CPU, ScalarType.BFloat16))
+            using (var y = m.call(x)) { }
+            // The float32 copy made for forward is disposed when the region closes; the hooks get the
+            // (still valid) bfloat16 input the caller passed, as with a decorator that casts inside forward.
+            Assert.That(seen, Is.EqualTo(new[] { "global BFloat16 -> Float32", "local BFloat16 -> Float32" }));
+        }
+
+        [Test]
         public void HooksRunOutsideTheRegion()
         {
             var probe = new Probe();
