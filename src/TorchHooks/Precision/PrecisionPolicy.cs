@@ -58,8 +58,18 @@ namespace TorchHooks
             return new PrecisionPolicy(device_type, null, enabled: false, castInputs: true);
         }
 
-        /// <summary>Opens the region (step 3 of the call path).</summary>
-        internal AutocastToken Enter() => Amp.Enter(device_type, dtype, enabled);
+        /// <summary>
+        /// Opens the region (step 3 of the call path). libtorch's cast cache is keyed by tensor, not by target
+        /// dtype: inside an enabled region of another dtype, a cached cast of a shared parameter would come back
+        /// in the outer dtype. So a region whose dtype differs from an enclosing enabled region's runs with the
+        /// cast cache off.
+        /// </summary>
+        internal AutocastToken Enter()
+        {
+            bool? cache = null;
+            if (enabled && Amp.is_autocast_enabled(device_type) && Amp.get_autocast_dtype(device_type) != dtype) cache = false;
+            return Amp.Enter(device_type, dtype, enabled, cache);
+        }
 
         /// <summary>Casts lower-precision floating tensor inputs to float32; records the copies in <paramref name="created"/>.</summary>
         internal TArgs CastInputs<TArgs>(TArgs args, ref List<Tensor>? created)

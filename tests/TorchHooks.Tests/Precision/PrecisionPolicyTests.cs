@@ -79,6 +79,38 @@ namespace TorchHooks.Tests.Precision
         }
 
         [Test]
+        public void AFloat16PolicyInsideABFloat16RegionDoesNotReuseBFloat16CachedCasts()
+        {
+            // The same Linear runs in the outer bf16 region (its weight cast is cached) and then inside a
+            // module with a Float16 policy; libtorch's cache is keyed by tensor only.
+            var shared = nn.Linear(8, 8);
+            var m = new SharedTwice(shared).WithHooks();
+            using var policy = m["inner"].SetPrecision(PrecisionPolicy.Autocast(DeviceType.CPU, ScalarType.Float16));
+            using var x = randn(2, 8);
+            using (Amp.autocast(DeviceType.CPU, ScalarType.BFloat16))
+            using (var y = m.call(x))
+                Assert.That(y.dtype, Is.EqualTo(ScalarType.Float16), "the inner module computed in float16 with fresh casts");
+        }
+
+        private sealed class SharedTwice : nn.Module<Tensor, Tensor>
+        {
+            private readonly nn.Module<Tensor, Tensor> outer;
+            private readonly nn.Module<Tensor, Tensor> inner;
+            public SharedTwice(nn.Module<Tensor, Tensor> shared) : base("SharedTwice")
+            {
+                outer = shared;
+                inner = nn.Sequential(("lin", shared));
+                RegisterComponents();
+            }
+            public override Tensor forward(Tensor x)
+            {
+                using var h = outer.call(x);
+                using var f = h.to(ScalarType.Float32);
+                return inner.call(f);
+            }
+        }
+
+        [Test]
         public void HooksRunOutsideTheRegion()
         {
             var probe = new Probe();
