@@ -41,6 +41,9 @@ namespace TorchHooks
             if (stack.FacadeDepth == 0 && stack.Count > 0 && stack.Find(node, module) is var stale and >= 0)
                 FinishAbandonedCalls(stack, stale);
 
+            // Outside any facade call, the outermost hooked call starts a new pass for call indices.
+            if (stack.FacadeDepth == 0 && stack.Count == 0) stack.Pass++;
+
             var frame = stack.Push();
             frame.Node = node;
             frame.Module = module;

@@ -15,7 +15,10 @@ namespace TorchHooks
 
         /// <summary>The module's name as in <c>named_modules()</c>; the root is <c>""</c>.</summary>
         public string path { get; }
-        /// <summary>0 for the module's first call within the current facade call, 1 for the second, ...</summary>
+        /// <summary>
+        /// 0 for the module's first call within the current outermost call (a facade call, or else the outermost
+        /// hooked module call), 1 for the second, ... Exact when one thread at a time calls the model.
+        /// </summary>
         public int call_index { get; }
         /// <summary>Nesting depth among hooked calls (the outermost is 0).</summary>
         public int depth { get; }

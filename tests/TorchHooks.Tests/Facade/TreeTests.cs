@@ -41,6 +41,22 @@ namespace TorchHooks.Tests.Facade
         }
 
         [Test]
+        public void CallIndicesRestartForEachOutermostCallWithoutAFacade()
+        {
+            var net = new GoldenNet();
+            var m = net.WithHooks();
+            var seen = new List<int>();
+            using var root = m.register_forward_hook((mod, x, y) => null);
+            using var h = m["shared"].register_forward_hook((mod, x, y) => { seen.Add(ModuleCallInfo.Current!.Value.call_index); return null; });
+            using var x = GoldenNet.Input();
+            using (m.call(x)) { }
+            using (net.call(x)) { }
+            using (net.forward(x)) { }
+            // forward skips the root's call path, so each shared call is an outermost call of its own.
+            Assert.That(seen, Is.EqualTo(new[] { 0, 1, 0, 1, 0, 0 }));
+        }
+
+        [Test]
         public void CustomForwardCallingChildrenOfEveryArityIsDispatched()
         {
             var m = new AllArities().WithHooks();
