@@ -65,6 +65,9 @@ namespace TorchHooks
         public static CallStack Current => t_current ??= new CallStack();
         public static CallStack? CurrentOrNull => t_current;
 
+        /// <summary>Whether any hooked call is under way on this thread (the post-hook fast path).</summary>
+        public static bool HasFrames => t_current is { _count: > 0 };
+
         public int Count => _count;
         public CallFrame this[int i] => _frames[i];
         public CallFrame? Top => _count == 0 ? null : _frames[_count - 1];
