@@ -1,0 +1,163 @@
+using System;
+using BenchmarkDotNet.Attributes;
+using TorchSharp;
+using static TorchSharp.torch;
+using Linear = TorchSharp.Modules.Linear;
+
+namespace TorchHooks.Benchmarks
+{
+    /// <summary>
+    /// Suite 5a (issue 4): a matmul-heavy forward, Linear(2048,2048) on 512×2048 (4.3 GFLOP), in float32,
+    /// under bf16 autocast (the region is entered per forward, so weight casts are included), and with
+    /// bf16 weights and input and no autocast (the raw bf16 GEMM, to separate kernel speed from cast cost).
+    /// Inference (no_grad). libtorch uses every core.
+    /// </summary>
+    [MemoryDiagnoser]
+    public class AmpForwardBenchmarks
+    {
+        private Linear _lin = null!;
+        private Linear _linBf16 = null!;
+        private Tensor _x = null!;
+        private Tensor _xBf16 = null!;
+
+        [GlobalSetup]
+        public void Setup()
+        {
+            torch.set_num_threads(Environment.ProcessorCount);
+            torch.manual_seed(3);
+            _lin = torch.nn.Linear(2048, 2048);
+            _linBf16 = torch.nn.Linear(2048, 2048);
+            _linBf16.to(ScalarType.BFloat16);
+            foreach (var p in _linBf16.parameters()) p.requires_grad = false;
+            _x = torch.randn(512, 2048);
+            _xBf16 = _x.to(ScalarType.BFloat16);
+        }
+
+        [GlobalCleanup]
+        public void Cleanup()
+        {
+            _x.Dispose(); _xBf16.Dispose(); _lin.Dispose(); _linBf16.Dispose();
+        }
+
+        [Benchmark(Baseline = true, Description = "float32 forward")]
+        public void Float32()
+        {
+            using var _ = torch.no_grad();
+            using var y = _lin.call(_x);
+        }
+
+        [Benchmark(Description = "bf16 autocast forward (float32 weights and input)")]
+        public void Bf16Autocast()
+        {
+            using var _ = torch.no_grad();
+            using (Amp.autocast(DeviceType.CPU, ScalarType.BFloat16))
+            {
+                using var y = _lin.call(_x);
+            }
+        }
+
+        [Benchmark(Description = "bf16 weights and input, no autocast (raw bf16 GEMM)")]
+        public void Bf16Raw()
+        {
+            using var _ = torch.no_grad();
+            using var y = _linBf16.call(_xBf16);
+        }
+    }
+
+    /// <summary>
+    /// Suite 5b (issue 4): one training step of the same layer — zero_grad, forward, MSE loss, backward,
+    /// SGD step — in float32 and with forward + loss under bf16 autocast (backward outside the region, as in
+    /// PyTorch's recipe). libtorch uses every core.
+    /// </summary>
+    [MemoryDiagnoser]
+    public class AmpTrainingBenchmarks
+    {
+        private Linear _lin = null!;
+        private torch.optim.Optimizer _opt = null!;
+        private Tensor _x = null!;
+        private Tensor _target = null!;
+
+        [GlobalSetup]
+        public void Setup()
+        {
+            torch.set_num_threads(Environment.ProcessorCount);
+            torch.manual_seed(4);
+            _lin = torch.nn.Linear(2048, 2048);
+            _opt = torch.optim.SGD(_lin.parameters(), 1e-4);
+            _x = torch.randn(512, 2048);
+            _target = torch.randn(512, 2048);
+        }
+
+        [GlobalCleanup]
+        public void Cleanup()
+        {
+            _x.Dispose(); _target.Dispose(); _lin.Dispose();
+        }
+
+        [Benchmark(Baseline = true, Description = "float32 training step")]
+        public void Float32()
+        {
+            using var scope = torch.NewDisposeScope();
+            _opt.zero_grad();
+            var loss = torch.nn.functional.mse_loss(_lin.call(_x), _target);
+            loss.backward();
+            _opt.step();
+        }
+
+        [Benchmark(Description = "bf16 autocast training step")]
+        public void Bf16Autocast()
+        {
+            using var scope = torch.NewDisposeScope();
+            _opt.zero_grad();
+            Tensor loss;
+            using (Amp.autocast(DeviceType.CPU, ScalarType.BFloat16))
+            {
+                loss = torch.nn.functional.mse_loss(_lin.call(_x), _target);
+            }
+            loss.backward();
+            _opt.step();
+        }
+    }
+
+    /// <summary>
+    /// Suite 5c: the autocast region's own cost — enter + exit of an empty region — through the public scope
+    /// object (<c>Amp.autocast</c>), the allocation-free token (<c>Amp.Enter</c>), and libtorch's switches
+    /// called directly (what PyTorch's <c>torch.autocast.__enter__/__exit__</c> do natively: save, set, nest;
+    /// unnest, clear the cast cache at depth 0, restore).
+    /// </summary>
+    [MemoryDiagnoser]
+    public class AutocastScopeBenchmarks
+    {
+        [GlobalSetup]
+        public void Setup() => AutocastNative.EnsureBound();
+
+        [Benchmark(Baseline = true, Description = "libtorch switches called directly")]
+        public void Native()
+        {
+            var prevCache = AutocastNative.IsAutocastCacheEnabled();
+            var prevEnabled = AutocastNative.IsAutocastEnabled(DeviceType.CPU);
+            var prevDtype = AutocastNative.GetAutocastDtype(DeviceType.CPU);
+            AutocastNative.SetAutocastEnabled(DeviceType.CPU, true);
+            AutocastNative.SetAutocastDtype(DeviceType.CPU, ScalarType.BFloat16);
+            AutocastNative.IncrementNesting();
+            AutocastNative.SetAutocastCacheEnabled(prevCache);
+
+            if (AutocastNative.DecrementNesting() == 0) AutocastNative.ClearAutocastCache();
+            AutocastNative.SetAutocastEnabled(DeviceType.CPU, prevEnabled);
+            AutocastNative.SetAutocastDtype(DeviceType.CPU, prevDtype);
+            AutocastNative.SetAutocastCacheEnabled(prevCache);
+        }
+
+        [Benchmark(Description = "Amp.Enter(...) token, enter + Dispose")]
+        public void Token()
+        {
+            using (Amp.Enter(DeviceType.CPU, ScalarType.BFloat16, enabled: true)) { }
+        }
+
+        [Benchmark(Description = "Amp.autocast(...) scope, enter + Dispose")]
+        public void Scope()
+        {
+            using (Amp.autocast(DeviceType.CPU, ScalarType.BFloat16)) { }
+        }
+    }
+}

@@ -1,0 +1,34 @@
+using System;
+using System.Linq;
+using BenchmarkDotNet.Configs;
+using BenchmarkDotNet.Jobs;
+using BenchmarkDotNet.Running;
+using BenchmarkDotNet.Toolchains.InProcess.Emit;
+
+namespace TorchHooks.Benchmarks
+{
+    /// <summary>
+    /// Entry point.
+    ///
+    ///   dotnet run -c Release --project benchmarks/TorchHooks.Benchmarks -- --write-docs
+    ///       Runs every suite (rounds of short jobs, in-process; about 4–5 minutes on 2 cores), the out-of-process
+    ///       cross-check and benchmarks/pytorch_hook_cost.py, then writes docs/benchmarks.md.
+    ///   ... -- --print-docs [--suites Dispatch,HookCost] [--dry] [--no-crosscheck] [--no-python]
+    ///       The same, printing the markdown instead of writing it (for trying a subset; --dry = 1 iteration).
+    ///   ... -- --filter '*Dispatch*'   (or any other BenchmarkDotNet command line)
+    ///       Ad hoc: BenchmarkDotNet's own switcher, in-process by default.
+    /// </summary>
+    public static class Program
+    {
+        public static int Main(string[] args)
+        {
+            if (args.Contains("--write-docs") || args.Contains("--print-docs"))
+                return DocsRun.Run(args);
+
+            var config = ManualConfig.Create(DefaultConfig.Instance)
+                .AddJob(Job.Default.WithToolchain(InProcessEmitToolchain.Instance).AsDefault());
+            BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config);
+            return 0;
+        }
+    }
+}

@@ -1,0 +1,114 @@
+#!/usr/bin/python3
+"""PyTorch's own per-hook cost, for comparison with TorchHooks (docs/benchmarks.md, suite 3).
+
+Same model and method as HookCostBenchmarks: Sequential(Linear(8,8), ReLU) x4 (9 module calls per forward)
+on a 1x8 input, parameters not requiring grad, one intra-op thread. For each hook kind, no-op hooks are
+registered 1 or 8 per module (local) or 1 or 8 globally; per-hook cost = (t8 - t1) / (7 * 9).
+
+Cases are interleaved round by round (the machine may be shared), and each case's median is reported.
+
+Run: /usr/bin/python3 benchmarks/pytorch_hook_cost.py
+Prints a readable table, then one line "JSON {...}" that the benchmark program parses.
+"""
+import json
+import platform
+import statistics
+import timeit
+
+import torch
+import torch.nn.modules.module as module_mod
+
+CALLS = 9          # module calls per forward
+NUMBER = 200       # forwards per timing sample
+ROUNDS = 40        # samples per case; cases are interleaved round by round, the median is reported
+KINDS = ("local pre", "local forward", "global pre", "global forward")
+
+
+def make_model():
+    torch.manual_seed(1)
+    layers = []
+    for _ in range(4):
+        layers += [torch.nn.Linear(8, 8), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def pre(m, args):
+    return None
+
+
+def post(m, args, out):
+    return None
+
+
+def register(model, kind, count):
+    handles = []
+    for _ in range(count):
+        if kind == "local pre":
+            handles += [m.register_forward_pre_hook(pre) for m in model.modules()]
+        elif kind == "local forward":
+            handles += [m.register_forward_hook(post) for m in model.modules()]
+        elif kind == "global pre":
+            handles.append(module_mod.register_module_forward_pre_hook(pre))
+        elif kind == "global forward":
+            handles.append(module_mod.register_module_forward_hook(post))
+    return handles
+
+
+def main():
+    torch.set_num_threads(1)
+    model = make_model()
+    assert len(list(model.modules())) == CALLS
+    x = torch.randn(1, 8)
+    call = lambda: model(x)
+    fwd = lambda: model.forward(x)   # root's forward only; children still go through __call__
+
+    cases = [("no hooks", None, 0)] + [(f"{k} x{n}", k, n) for k in KINDS for n in (1, 8)]
+    samples = {name: [] for name, _, _ in cases}
+    samples["root .forward()"] = []
+    for _ in range(300):   # warm-up
+        call()
+    # Interleaved rounds: a burst of load from other processes hits every case alike.
+    for _ in range(ROUNDS):
+        for name, kind, n in cases:
+            handles = register(model, kind, n) if kind else []
+            try:
+                samples[name].append(timeit.timeit(call, number=NUMBER) / NUMBER * 1e9)
+            finally:
+                for h in handles:
+                    h.remove()
+        samples["root .forward()"].append(timeit.timeit(fwd, number=NUMBER) / NUMBER * 1e9)
+    med = {name: statistics.median(v) for name, v in samples.items()}
+
+    result = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "calls_per_forward": CALLS,
+        "number": NUMBER,
+        "rounds": ROUNDS,
+        "no_hooks_ns": med["no hooks"],
+        "forward_method_ns": med["root .forward()"],
+        "kinds": {},
+    }
+    print(f"PyTorch {result['torch']} (Python {result['python']}), {result['threads']} thread, "
+          f"Sequential(Linear(8,8), ReLU) x4 on 1x8, {CALLS} module calls per forward; "
+          f"median of {ROUNDS} interleaved samples x {NUMBER} forwards")
+    print(f"{'case':<28}{'ns/forward':>12}{'ns/module call':>16}")
+    for name in list(samples):
+        print(f"{name:<28}{med[name]:>12.0f}{med[name] / CALLS:>16.0f}")
+    print("per hook = (x8 - x1) / (7 * 9); first hook = (x1 - no hooks) / 9 (medians of the per-round differences):")
+    for kind in KINDS:
+        t1, t8 = med[f"{kind} x1"], med[f"{kind} x8"]
+        # Paired per round: slow drifts of the machine's load cancel out.
+        per_hook = statistics.median((b - a) / (7 * CALLS) for a, b in zip(samples[f"{kind} x1"], samples[f"{kind} x8"]))
+        first = statistics.median((b - a) / CALLS for a, b in zip(samples["no hooks"], samples[f"{kind} x1"]))
+        result["kinds"][kind] = {"t1_ns": t1, "t8_ns": t8, "per_hook_ns": per_hook, "first_hook_ns": first}
+        print(f"  {kind:<16} {per_hook:6.0f} ns per hook per module call (first hook: +{first:.0f} ns per module call)")
+    print("JSON " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
