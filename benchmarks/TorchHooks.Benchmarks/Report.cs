@@ -511,9 +511,12 @@ namespace TorchHooks.Benchmarks
 
         private static string Word(Verdict3 v) => v switch { Verdict3.Met => "met", Verdict3.Missed => "**missed**", _ => "inconclusive (noise)" };
 
-        /// <summary>Met/missed from the median, unless the rounds disagree about the sign of the difference and the median misses.</summary>
+        /// <summary>
+        /// Met/missed from the median over rounds — unless the rounds disagree about the sign of the difference (some
+        /// faster than the baseline, some slower): then the noise is larger than the effect and no verdict is given.
+        /// </summary>
         private static Verdict3 Judge(bool met, List<double> pairedDiffs) =>
-            met ? Verdict3.Met : pairedDiffs.Count > 1 && pairedDiffs.Min() < 0 && pairedDiffs.Max() > 0 ? Verdict3.Inconclusive : Verdict3.Missed;
+            pairedDiffs.Count > 1 && pairedDiffs.Min() < 0 && pairedDiffs.Max() > 0 ? Verdict3.Inconclusive : met ? Verdict3.Met : Verdict3.Missed;
 
         private static string Minutes(TimeSpan t) => t.TotalSeconds < 90 ? $"{t.TotalSeconds:0} s" : $"{(int)t.TotalMinutes} min {t.Seconds:00} s";
     }
