@@ -19,9 +19,6 @@ namespace TorchHooks
         private static readonly ConditionalWeakTable<torch.nn.Module, HookPoint> s_points = new();
         private static readonly object s_gate = new();
 
-        /// <summary>The hook point of <paramref name="module"/>, if it was wrapped before.</summary>
-        public static HookPoint? Find(torch.nn.Module module) => s_points.TryGetValue(module, out var p) ? p : null;
-
         /// <summary>
         /// The hook point of <paramref name="module"/>, installing the dispatching hooks the first time.
         /// Returns null for modules without a forward (ModuleList, ModuleDict, ParameterList...).

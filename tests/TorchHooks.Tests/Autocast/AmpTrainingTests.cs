@@ -10,14 +10,8 @@ namespace TorchHooks.Tests.Autocast
 {
     /// <summary>Autocast changes what libtorch computes, and mixed-precision training converges.</summary>
     [TestFixture]
-    public class AmpTrainingTests
+    public class AmpTrainingTests : AutocastTestBase
     {
-        [SetUp]
-        public void StartClean() => AutocastTestState.AssertClean("before the test");
-
-        [TearDown]
-        public void EndClean() => AutocastTestState.AssertCleanAndReset();
-
         [Test]
         public void Inside_autocast_a_linear_then_relu_computes_in_bfloat16()
         {

@@ -10,22 +10,8 @@ namespace TorchHooks.Tests.Autocast
 {
     /// <summary>Scopes, nesting, sub-regions, restoration, validation and the cast cache.</summary>
     [TestFixture]
-    public class AutocastScopeTests
+    public class AutocastScopeTests : AutocastTestBase
     {
-        [SetUp]
-        public void StartClean() => AutocastTestState.AssertClean("before the test");
-
-        [TearDown]
-        public void EndClean() => AutocastTestState.AssertCleanAndReset();
-
-        private static ScalarType LinearDtype()
-        {
-            using var d = NewDisposeScope();
-            using var x = ones(2, 3);
-            using var w = ones(4, 3);
-            return F.linear(x, w).dtype;
-        }
-
         [Test]
         public void Outside_any_scope_autocast_is_off_with_pytorchs_default_dtypes()
         {

@@ -1,6 +1,7 @@
 using System;
 using NUnit.Framework;
 using TorchSharp;
+using static TorchSharp.torch;
 
 namespace TorchHooks.Tests.Autocast
 {
@@ -35,5 +36,24 @@ namespace TorchHooks.Tests.Autocast
         private readonly AutocastState _state = AutocastState.Capture();
 
         public void AssertUnchanged() => Assert.That(AutocastState.Capture(), Is.EqualTo(_state));
+    }
+
+    /// <summary>Base of the autocast fixtures: each test starts and ends without autocast on its thread.</summary>
+    public abstract class AutocastTestBase
+    {
+        [SetUp]
+        public void StartClean() => AutocastTestState.AssertClean("before the test");
+
+        [TearDown]
+        public void EndClean() => AutocastTestState.AssertCleanAndReset();
+
+        /// <summary>The dtype a Linear computes in on this thread now (bf16 inside a CPU bf16 region).</summary>
+        protected static ScalarType LinearDtype()
+        {
+            using var d = NewDisposeScope();
+            using var x = ones(2, 3);
+            using var w = ones(4, 3);
+            return torch.nn.functional.linear(x, w).dtype;
+        }
     }
 }

@@ -10,20 +10,8 @@ namespace TorchHooks.Tests.Autocast
 {
     /// <summary>Thread-locality of libtorch's autocast state, the carry helpers, and the allocation-free token API.</summary>
     [TestFixture]
-    public class AutocastThreadTests
+    public class AutocastThreadTests : AutocastTestBase
     {
-        [SetUp]
-        public void StartClean() => AutocastTestState.AssertClean("before the test");
-
-        [TearDown]
-        public void EndClean() => AutocastTestState.AssertCleanAndReset();
-
-        private static ScalarType LinearDtype()
-        {
-            using var d = NewDisposeScope();
-            return F.linear(ones(2, 3), ones(4, 3)).dtype;
-        }
-
         private sealed record Seen(int Thread, bool Enabled, ScalarType Dtype, ScalarType Linear);
 
         private static Seen Look() => new(Environment.CurrentManagedThreadId,
