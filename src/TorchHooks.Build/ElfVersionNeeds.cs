@@ -5,8 +5,10 @@
 // loader refuses the library. Marking that one version need VER_FLG_WEAK in the output copy of the
 // library makes a missing version non-fatal (glibc's rule for weak version needs).
 //
-// This file is compiled twice: by MSBuild's RoslynCodeTaskFactory (TorchHooks.Build.targets) as the
-// `MakeVersionNeedWeak` task, and into the test project, which tests the ELF editor directly.
+// One source, three compilations: by MSBuild's RoslynCodeTaskFactory (TorchHooks.targets, shipped in
+// the package's buildTransitive/ folder) as the `MakeVersionNeedWeak` task; into TorchHooks.dll with
+// TORCHHOOKS_RUNTIME defined (namespace TorchHooks.Native, no MSBuild types), where the runtime fix
+// for hosts without a build step (notebook kernels) uses the same editor; and into the test project.
 // Why not an ELF library: the edit flips one bit of a 16-bit field in place; a library that
 // re-lays out the file (LibObjectFile) risks more than it saves, and ELFSharp only reads. The
 // reader below handles exactly the structures it needs, little-endian ELF32/ELF64.
@@ -17,13 +19,19 @@ using System.Linq;
 using System.Diagnostics;
 using System.IO;
 using System.Text;
+#if !TORCHHOOKS_RUNTIME
 using Microsoft.Build.Framework;
 using Microsoft.Build.Utilities;
+#endif
 
+#if TORCHHOOKS_RUNTIME
+namespace TorchHooks.Native
+#else
 namespace TorchHooks.Build
+#endif
 {
     /// <summary>One version need (Elf_Vernaux) of an ELF file: which library, which version, its flags.</summary>
-    public sealed class ElfVersionNeed
+    internal sealed class ElfVersionNeed
     {
         /// <summary>Creates a record of one version need.</summary>
         public ElfVersionNeed(string file, string version, ushort flags, long flagsOffset)
@@ -43,7 +51,7 @@ namespace TorchHooks.Build
     }
 
     /// <summary>What <see cref="ElfVersionNeeds.MarkNeedWeak"/> did.</summary>
-    public enum WeakenOutcome
+    internal enum WeakenOutcome
     {
         /// <summary>The need existed and was strong; it is now weak.</summary>
         Weakened,
@@ -54,7 +62,7 @@ namespace TorchHooks.Build
     }
 
     /// <summary>Reads and edits the GNU version sections (.gnu.version_r / .gnu.version_d) of an ELF file.</summary>
-    public static class ElfVersionNeeds
+    internal static class ElfVersionNeeds
     {
         /// <summary>VER_FLG_WEAK from elf.h.</summary>
         public const ushort VerFlagWeak = 0x2;
@@ -201,14 +209,20 @@ namespace TorchHooks.Build
         }
 
         /// <summary>
-        /// Marks every need for <paramref name="version"/> in <paramref name="path"/> weak. The file is
-        /// rewritten through a temporary file and a rename, so a hard link to another copy (for example
-        /// in the NuGet cache) is never modified. Idempotent.
+        /// Reads the ELF file at <paramref name="path"/> and returns its bytes with every need for
+        /// <paramref name="version"/> marked weak; the file itself is not written. <paramref name="outcome"/>
+        /// says whether anything changed.
         /// </summary>
-        public static WeakenOutcome MarkNeedWeak(string path, string version)
+        public static byte[] ReadWeakened(string path, string version, out WeakenOutcome outcome)
         {
             if (string.IsNullOrEmpty(version)) throw new ArgumentException("Pass the version name to weaken, e.g. \"GLIBCXX_3.4.32\".", nameof(version));
             byte[] d = ReadElf(path, out bool is64);
+            outcome = WeakenInMemory(d, is64, path, version);
+            return d;
+        }
+
+        private static WeakenOutcome WeakenInMemory(byte[] d, bool is64, string path, string version)
+        {
             var needs = ReadNeeds(d, is64, path).FindAll(n => n.Version == version);
             if (needs.Count == 0) return WeakenOutcome.NotNeeded;
             if (needs.TrueForAll(n => n.IsWeak)) return WeakenOutcome.AlreadyWeak;
@@ -218,6 +232,20 @@ namespace TorchHooks.Build
                 d[n.FlagsOffset] = (byte)(flags & 0xff);
                 d[n.FlagsOffset + 1] = (byte)(flags >> 8);
             }
+            return WeakenOutcome.Weakened;
+        }
+
+        /// <summary>
+        /// Marks every need for <paramref name="version"/> in <paramref name="path"/> weak. The file is
+        /// rewritten through a temporary file and a rename, so a hard link to another copy (for example
+        /// in the NuGet cache) is never modified. Idempotent.
+        /// </summary>
+        public static WeakenOutcome MarkNeedWeak(string path, string version)
+        {
+            if (string.IsNullOrEmpty(version)) throw new ArgumentException("Pass the version name to weaken, e.g. \"GLIBCXX_3.4.32\".", nameof(version));
+            byte[] d = ReadElf(path, out bool is64);
+            var outcome = WeakenInMemory(d, is64, path, version);
+            if (outcome != WeakenOutcome.Weakened) return outcome;
             // Copy first (keeps the file mode), write the edited bytes into the copy, then rename it
             // over the original: a hard-linked original is replaced, never written through.
             // (This file must also compile for netstandard2.0, MSBuild's inline-task target.)
@@ -284,6 +312,7 @@ namespace TorchHooks.Build
         }
     }
 
+#if !TORCHHOOKS_RUNTIME
     /// <summary>
     /// MSBuild task: for each of <see cref="Files"/>, if it needs <see cref="Version"/> of
     /// <see cref="Library"/> and the system's copy of that library (or <see cref="SystemLibrary"/>)
@@ -337,4 +366,5 @@ namespace TorchHooks.Build
             return !Log.HasLoggedErrors;
         }
     }
+#endif
 }
