@@ -158,7 +158,7 @@ namespace TorchHooks
                 return new NativeLoadResult(NativeLoadAction.AlreadyFixed,
                     $"{source} needs no change ({(outcome == WeakenOutcome.AlreadyWeak ? "its need is already weak" : "it does not need " + RequiredVersion)}).", source);
 
-            string copy = CachedCopy(fixedBytes);
+            string copy = CachedCopy(fixedBytes, CacheRoot());
             // libtorch first (libtorch.so pulls libtorch_cpu.so and libc10.so through its $ORIGIN run path), so the
             // copy's needs are met by soname; TorchSharp's own load of "LibTorchSharp" then finds the copy by its soname.
             NativeLibrary.Load(Path.Combine(libtorchDir, "libtorch.so"));
@@ -251,10 +251,9 @@ namespace TorchHooks
 
         /// <summary>Writes (or verifies) the fixed copy in the per-user cache and returns its path.</summary>
         [SupportedOSPlatform("linux")]
-        private static string CachedCopy(byte[] fixedBytes)
+        internal static string CachedCopy(byte[] fixedBytes, string cacheRoot)
         {
             string hash = Convert.ToHexString(SHA256.HashData(fixedBytes)).ToLowerInvariant();
-            string cacheRoot = CacheRoot();
             string dir = Path.Combine(cacheRoot, "torchhooks", "native", hash.Substring(0, 32));
             foreach (var folder in new[] { Path.Combine(cacheRoot, "torchhooks"), Path.Combine(cacheRoot, "torchhooks", "native"), dir })
             {

@@ -51,7 +51,7 @@ namespace TorchHooks.Tests.Build
         }
 
         public static async Task<ProcessResult> RunAsync(string fileName, IEnumerable<string> arguments, string? workingDirectory = null,
-            bool cleanMSBuildEnvironment = false, int timeoutSeconds = 180)
+            bool cleanMSBuildEnvironment = false, int timeoutSeconds = 180, IReadOnlyDictionary<string, string?>? environment = null)
         {
             var psi = new ProcessStartInfo(fileName)
             {
@@ -74,6 +74,9 @@ namespace TorchHooks.Tests.Build
                 psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
                 psi.Environment["DOTNET_NOLOGO"] = "1";
             }
+            if (environment != null)
+                foreach (var (key, value) in environment)
+                    psi.Environment[key] = value;
             using var p = Process.Start(psi) ?? throw new InvalidOperationException($"Could not start {fileName}.");
             var stdout = p.StandardOutput.ReadToEndAsync();
             var stderr = p.StandardError.ReadToEndAsync();
