@@ -17,13 +17,11 @@ namespace TorchHooks
     /// </remarks>
     public static class ModuleHooks
     {
-        internal static readonly HookList ForwardPre = new(Recompute);
-        internal static readonly HookList Forward = new(Recompute);
-        private static volatile bool s_active;
+        internal static readonly HookList ForwardPre = new(CallPath.RecomputeEverywhere);
+        internal static readonly HookList Forward = new(CallPath.RecomputeEverywhere);
 
-        internal static bool IsActive => s_active;
-
-        private static void Recompute() => s_active = ForwardPre.Count > 0 || Forward.Count > 0;
+        /// <summary>Whether any global forward hook is registered.</summary>
+        internal static bool IsActive => ForwardPre.Count > 0 || Forward.Count > 0;
 
         /// <summary>Registers a global forward pre-hook for every <c>Tensor → …</c> module. Return null to keep the input, a tensor to replace it.</summary>
         public static RemovableHandle register_module_forward_pre_hook(Func<torch.nn.Module, Tensor, HookResult<Tensor>?> hook)

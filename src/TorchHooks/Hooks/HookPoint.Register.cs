@@ -1,89 +1,22 @@
 using System;
 using System.Collections.Generic;
-using System.Threading;
 using TorchSharp;
 using Tensor = TorchSharp.torch.Tensor;
 
 namespace TorchHooks
 {
-    /// <summary>
-    /// The hook site of one module of a wrapped tree (TransformerLens calls these hook points): register
-    /// forward pre-hooks and forward hooks here, with PyTorch's semantics. Get one from a facade with
-    /// <c>model["encoder.0"]</c>. Hooks live with the module: they also fire when the module is called
-    /// through the unwrapped model.
-    /// </summary>
-    /// <remarks>
-    /// Hooks are typed by the module's forward signature. <c>Tensor → Tensor</c> modules take the
-    /// non-generic overloads (<c>(m, x) =&gt; …</c>); other signatures name their types, e.g.
-    /// <c>register_forward_hook&lt;Tensor, Tensor, (Tensor, Tensor)&gt;((m, a, b, y) =&gt; …)</c>.
-    /// A mismatch throws <see cref="ArgumentException"/> naming the module's signature.
-    /// </remarks>
-    public abstract class HookPoint
+    // The forward hooks' registration API on the per-module node (Tree/HookPoint.cs); the call path's
+    // forward-hook steps are in ForwardHooksConcern.cs.
+    public abstract partial class HookPoint
     {
         internal readonly HookList ForwardPre;
         internal readonly HookList Forward;
-        private volatile bool _active;
-        private long _pass = -1;
-        private int _calls;
-
-        private protected HookPoint(torch.nn.Module module, string path, string signature)
-        {
-            this.module = module;
-            this.path = path;
-            this.signature = signature;
-            ForwardPre = new HookList(Recompute);
-            Forward = new HookList(Recompute);
-        }
-
-        /// <summary>The module's name in the tree it was first wrapped in, as in <c>named_modules()</c>; the root is <c>""</c>.</summary>
-        public string path { get; }
-
-        /// <summary>The module.</summary>
-        public torch.nn.Module module { get; }
-
-        /// <summary>The module's forward signature, e.g. <c>Module&lt;Tensor, Tensor&gt;</c>.</summary>
-        public string signature { get; }
 
         /// <summary>Number of local forward pre-hooks registered.</summary>
         public int forward_pre_hook_count => ForwardPre.Count;
 
         /// <summary>Number of local forward hooks registered.</summary>
         public int forward_hook_count => Forward.Count;
-
-        internal bool IsActive => _active;
-
-        internal void Recompute() => _active = ForwardPre.Count > 0 || Forward.Count > 0 || Volatile.Read(ref _precision) is not null;
-
-        private PrecisionPolicy? _precision;
-
-        /// <summary>The module's precision policy, or null (see <see cref="SetPrecision"/>).</summary>
-        public PrecisionPolicy? Precision => Volatile.Read(ref _precision);
-
-        /// <summary>
-        /// Runs this module's forward (and everything it calls) under <paramref name="policy"/>, e.g.
-        /// <c>PrecisionPolicy.Autocast(DeviceType.CPU, ScalarType.BFloat16)</c> or <c>PrecisionPolicy.Float32()</c>
-        /// for a norm or loss layer inside an autocast region. Replaces an earlier policy; removing the
-        /// returned handle clears the policy if it is still this one.
-        /// </summary>
-        public RemovableHandle SetPrecision(PrecisionPolicy policy)
-        {
-            if (policy is null) throw new ArgumentNullException(nameof(policy), "Pass PrecisionPolicy.Autocast(...) or PrecisionPolicy.Float32(); remove the returned handle to clear it.");
-            Volatile.Write(ref _precision, policy);
-            Recompute();
-            return new RemovableHandle(_ =>
-            {
-                Interlocked.CompareExchange(ref _precision, null, policy);
-                Recompute();
-            });
-        }
-
-        internal int NextCallIndex(long pass)
-        {
-            if (_pass != pass) { _pass = pass; _calls = 0; }
-            return _calls++;
-        }
-
-        internal abstract void FinishFailedCall(CallFrame frame, List<Exception> suppressed);
 
         private protected abstract RemovableHandle AddPre<TArgs>(Func<torch.nn.Module, TArgs, HookResult<TArgs>?> hook, bool prepend, string shape);
         private protected abstract RemovableHandle AddForward<TArgs, TResult>(Func<torch.nn.Module, TArgs, TResult, HookResult<TResult>?> hook, bool prepend, bool alwaysCall, string shape);
@@ -194,21 +127,10 @@ namespace TorchHooks
             return AddForward<(T1, T2, T3, T4, T5, T6), TResult>((m, a, y) => hook(m, a.Item1, a.Item2, a.Item3, a.Item4, a.Item5, a.Item6, y), prepend, always_call, "register_forward_hook<T1, T2, T3, T4, T5, T6, TResult>");
         }
 
-        /// <inheritdoc />
-        public override string ToString() => $"HookPoint('{path}', {module.GetType().Name}: {signature}, {ForwardPre.Count} pre, {Forward.Count} forward)";
     }
 
-    /// <summary>The hook site of a module whose inputs are <typeparamref name="TArgs"/> (a tuple for several inputs).</summary>
-    internal sealed class HookPoint<TArgs, TResult> : HookPoint
+    internal sealed partial class HookPoint<TArgs, TResult>
     {
-        public HookPoint(torch.nn.Module module, string path, string signature) : base(module, path, signature) { }
-
-        public TArgs Pre(torch.nn.Module module, TArgs args) => CallPath<TArgs, TResult>.BeforeForward(this, module, args);
-
-        public TResult Post(torch.nn.Module module, TArgs args, TResult result) => CallPath<TArgs, TResult>.AfterForward(this, module, args, result);
-
-        internal override void FinishFailedCall(CallFrame frame, List<Exception> suppressed) => CallPath<TArgs, TResult>.FinishFailedCall(frame, suppressed);
-
         private protected override RemovableHandle AddPre<TA>(Func<torch.nn.Module, TA, HookResult<TA>?> hook, bool prepend, string shape)
         {
             if (hook is not Func<torch.nn.Module, TArgs, HookResult<TArgs>?>)
