@@ -9,12 +9,12 @@ namespace TorchHooks
 {
     /// <summary>
     /// Installs TorchHooks' single pre-hook/post-hook pair on a module (once per module per process) and
-    /// keeps its <see cref="HookPoint"/>. One installer per TorchSharp forward arity (1–6 inputs); each
+    /// keeps its <see cref="HookPoint"/>. One installer per TorchSharp forward arity (1–6 inputs, generated); each
     /// turns the inputs into one value (the input, or a tuple of the inputs) for the call path.
     /// The fast-path checks (of <see cref="CallPath{TArgs,TResult}.BeforeForward"/>) are repeated inline in the
     /// lambdas so that a call with no hook anywhere costs two flag reads and a thread-static read.
     /// </summary>
-    internal static class Dispatchers
+    internal static partial class Dispatchers
     {
         private static readonly ConditionalWeakTable<torch.nn.Module, HookPoint> s_points = new();
         private static readonly object s_gate = new();
@@ -67,52 +67,6 @@ namespace TorchHooks
             return t.Name;
         }
 
-        private static HookPoint Install1<T, TResult>(Module<T, TResult> m, string path, string signature)
-        {
-            var p = new HookPoint<T, TResult>(m, path, signature);
-            m.register_forward_pre_hook((mod, x) => p.IsActive || CallPath.ActiveEverywhere ? p.Pre(mod, x) : x);
-            m.register_forward_hook((mod, x, y) => CallStack.HasFrames ? p.Post(mod, x, y) : y);
-            return p;
-        }
-
-        private static HookPoint Install2<T1, T2, TResult>(Module<T1, T2, TResult> m, string path, string signature)
-        {
-            var p = new HookPoint<(T1, T2), TResult>(m, path, signature);
-            m.register_forward_pre_hook((mod, a, b) => p.IsActive || CallPath.ActiveEverywhere ? p.Pre(mod, (a, b)) : (a, b));
-            m.register_forward_hook((mod, a, b, y) => CallStack.HasFrames ? p.Post(mod, (a, b), y) : y);
-            return p;
-        }
-
-        private static HookPoint Install3<T1, T2, T3, TResult>(Module<T1, T2, T3, TResult> m, string path, string signature)
-        {
-            var p = new HookPoint<(T1, T2, T3), TResult>(m, path, signature);
-            m.register_forward_pre_hook((mod, a, b, c) => p.IsActive || CallPath.ActiveEverywhere ? p.Pre(mod, (a, b, c)) : (a, b, c));
-            m.register_forward_hook((mod, a, b, c, y) => CallStack.HasFrames ? p.Post(mod, (a, b, c), y) : y);
-            return p;
-        }
-
-        private static HookPoint Install4<T1, T2, T3, T4, TResult>(Module<T1, T2, T3, T4, TResult> m, string path, string signature)
-        {
-            var p = new HookPoint<(T1, T2, T3, T4), TResult>(m, path, signature);
-            m.register_forward_pre_hook((mod, a, b, c, d) => p.IsActive || CallPath.ActiveEverywhere ? p.Pre(mod, (a, b, c, d)) : (a, b, c, d));
-            m.register_forward_hook((mod, a, b, c, d, y) => CallStack.HasFrames ? p.Post(mod, (a, b, c, d), y) : y);
-            return p;
-        }
-
-        private static HookPoint Install5<T1, T2, T3, T4, T5, TResult>(Module<T1, T2, T3, T4, T5, TResult> m, string path, string signature)
-        {
-            var p = new HookPoint<(T1, T2, T3, T4, T5), TResult>(m, path, signature);
-            m.register_forward_pre_hook((mod, a, b, c, d, e) => p.IsActive || CallPath.ActiveEverywhere ? p.Pre(mod, (a, b, c, d, e)) : (a, b, c, d, e));
-            m.register_forward_hook((mod, a, b, c, d, e, y) => CallStack.HasFrames ? p.Post(mod, (a, b, c, d, e), y) : y);
-            return p;
-        }
-
-        private static HookPoint Install6<T1, T2, T3, T4, T5, T6, TResult>(Module<T1, T2, T3, T4, T5, T6, TResult> m, string path, string signature)
-        {
-            var p = new HookPoint<(T1, T2, T3, T4, T5, T6), TResult>(m, path, signature);
-            m.register_forward_pre_hook((mod, a, b, c, d, e, f) => p.IsActive || CallPath.ActiveEverywhere ? p.Pre(mod, (a, b, c, d, e, f)) : (a, b, c, d, e, f));
-            m.register_forward_hook((mod, a, b, c, d, e, f, y) => CallStack.HasFrames ? p.Post(mod, (a, b, c, d, e, f), y) : y);
-            return p;
-        }
+        // Install1 … Install6 (one per TorchSharp forward arity) are generated: src/TorchHooks.Generators/ArityFamilyGenerator.cs.
     }
 }

@@ -7,6 +7,7 @@ namespace TorchHooks
 {
     // The forward hooks' registration API on the per-module node (Tree/HookPoint.cs); the call path's
     // forward-hook steps are in ForwardHooksConcern.cs.
+    // The typed overloads for modules with 2–6 inputs are generated: src/TorchHooks.Generators/ArityFamilyGenerator.cs.
     public abstract partial class HookPoint
     {
         internal readonly HookList ForwardPre;
@@ -39,41 +40,6 @@ namespace TorchHooks
         public RemovableHandle register_forward_pre_hook<T>(Func<torch.nn.Module, T, HookResult<T>?> hook, bool prepend = false)
             => AddPre(NotNull(hook), prepend, $"register_forward_pre_hook<{typeof(T).Name}>");
 
-        /// <summary>Registers a forward pre-hook on a module with two inputs; return null or the replacement tuple.</summary>
-        public RemovableHandle register_forward_pre_hook<T1, T2>(Func<torch.nn.Module, T1, T2, HookResult<(T1, T2)>?> hook, bool prepend = false)
-        {
-            NotNull(hook);
-            return AddPre<(T1, T2)>((m, a) => hook(m, a.Item1, a.Item2), prepend, "register_forward_pre_hook<T1, T2>");
-        }
-
-        /// <summary>Registers a forward pre-hook on a module with three inputs.</summary>
-        public RemovableHandle register_forward_pre_hook<T1, T2, T3>(Func<torch.nn.Module, T1, T2, T3, HookResult<(T1, T2, T3)>?> hook, bool prepend = false)
-        {
-            NotNull(hook);
-            return AddPre<(T1, T2, T3)>((m, a) => hook(m, a.Item1, a.Item2, a.Item3), prepend, "register_forward_pre_hook<T1, T2, T3>");
-        }
-
-        /// <summary>Registers a forward pre-hook on a module with four inputs.</summary>
-        public RemovableHandle register_forward_pre_hook<T1, T2, T3, T4>(Func<torch.nn.Module, T1, T2, T3, T4, HookResult<(T1, T2, T3, T4)>?> hook, bool prepend = false)
-        {
-            NotNull(hook);
-            return AddPre<(T1, T2, T3, T4)>((m, a) => hook(m, a.Item1, a.Item2, a.Item3, a.Item4), prepend, "register_forward_pre_hook<T1, T2, T3, T4>");
-        }
-
-        /// <summary>Registers a forward pre-hook on a module with five inputs.</summary>
-        public RemovableHandle register_forward_pre_hook<T1, T2, T3, T4, T5>(Func<torch.nn.Module, T1, T2, T3, T4, T5, HookResult<(T1, T2, T3, T4, T5)>?> hook, bool prepend = false)
-        {
-            NotNull(hook);
-            return AddPre<(T1, T2, T3, T4, T5)>((m, a) => hook(m, a.Item1, a.Item2, a.Item3, a.Item4, a.Item5), prepend, "register_forward_pre_hook<T1, T2, T3, T4, T5>");
-        }
-
-        /// <summary>Registers a forward pre-hook on a module with six inputs.</summary>
-        public RemovableHandle register_forward_pre_hook<T1, T2, T3, T4, T5, T6>(Func<torch.nn.Module, T1, T2, T3, T4, T5, T6, HookResult<(T1, T2, T3, T4, T5, T6)>?> hook, bool prepend = false)
-        {
-            NotNull(hook);
-            return AddPre<(T1, T2, T3, T4, T5, T6)>((m, a) => hook(m, a.Item1, a.Item2, a.Item3, a.Item4, a.Item5, a.Item6), prepend, "register_forward_pre_hook<T1, T2, T3, T4, T5, T6>");
-        }
-
         // ---- forward hooks: hook(module, inputs, output) → null (keep) or the replacement output ----
 
         /// <summary>
@@ -91,41 +57,6 @@ namespace TorchHooks
         /// <summary>Registers a forward hook on a module with one input <typeparamref name="T"/> and output <typeparamref name="TResult"/>.</summary>
         public RemovableHandle register_forward_hook<T, TResult>(Func<torch.nn.Module, T, TResult, HookResult<TResult>?> hook, bool prepend = false, bool always_call = false)
             => AddForward(NotNull(hook), prepend, always_call, $"register_forward_hook<{typeof(T).Name}, {typeof(TResult).Name}>");
-
-        /// <summary>Registers a forward hook on a module with two inputs.</summary>
-        public RemovableHandle register_forward_hook<T1, T2, TResult>(Func<torch.nn.Module, T1, T2, TResult, HookResult<TResult>?> hook, bool prepend = false, bool always_call = false)
-        {
-            NotNull(hook);
-            return AddForward<(T1, T2), TResult>((m, a, y) => hook(m, a.Item1, a.Item2, y), prepend, always_call, "register_forward_hook<T1, T2, TResult>");
-        }
-
-        /// <summary>Registers a forward hook on a module with three inputs.</summary>
-        public RemovableHandle register_forward_hook<T1, T2, T3, TResult>(Func<torch.nn.Module, T1, T2, T3, TResult, HookResult<TResult>?> hook, bool prepend = false, bool always_call = false)
-        {
-            NotNull(hook);
-            return AddForward<(T1, T2, T3), TResult>((m, a, y) => hook(m, a.Item1, a.Item2, a.Item3, y), prepend, always_call, "register_forward_hook<T1, T2, T3, TResult>");
-        }
-
-        /// <summary>Registers a forward hook on a module with four inputs.</summary>
-        public RemovableHandle register_forward_hook<T1, T2, T3, T4, TResult>(Func<torch.nn.Module, T1, T2, T3, T4, TResult, HookResult<TResult>?> hook, bool prepend = false, bool always_call = false)
-        {
-            NotNull(hook);
-            return AddForward<(T1, T2, T3, T4), TResult>((m, a, y) => hook(m, a.Item1, a.Item2, a.Item3, a.Item4, y), prepend, always_call, "register_forward_hook<T1, T2, T3, T4, TResult>");
-        }
-
-        /// <summary>Registers a forward hook on a module with five inputs.</summary>
-        public RemovableHandle register_forward_hook<T1, T2, T3, T4, T5, TResult>(Func<torch.nn.Module, T1, T2, T3, T4, T5, TResult, HookResult<TResult>?> hook, bool prepend = false, bool always_call = false)
-        {
-            NotNull(hook);
-            return AddForward<(T1, T2, T3, T4, T5), TResult>((m, a, y) => hook(m, a.Item1, a.Item2, a.Item3, a.Item4, a.Item5, y), prepend, always_call, "register_forward_hook<T1, T2, T3, T4, T5, TResult>");
-        }
-
-        /// <summary>Registers a forward hook on a module with six inputs.</summary>
-        public RemovableHandle register_forward_hook<T1, T2, T3, T4, T5, T6, TResult>(Func<torch.nn.Module, T1, T2, T3, T4, T5, T6, TResult, HookResult<TResult>?> hook, bool prepend = false, bool always_call = false)
-        {
-            NotNull(hook);
-            return AddForward<(T1, T2, T3, T4, T5, T6), TResult>((m, a, y) => hook(m, a.Item1, a.Item2, a.Item3, a.Item4, a.Item5, a.Item6, y), prepend, always_call, "register_forward_hook<T1, T2, T3, T4, T5, T6, TResult>");
-        }
 
     }
 
