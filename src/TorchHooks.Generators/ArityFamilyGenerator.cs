@@ -96,16 +96,16 @@ namespace TorchHooks.Generators
                 internal HookedModule({{a.Module}} inner) : base(inner.GetName()) { _core = new(inner); }
 
                 /// <summary>The wrapped model, unchanged.</summary>
-                public {{a.Module}} module => _core.Inner;
+                public {{a.Module}} Module => _core.Inner;
 
                 /// <inheritdoc />
                 public nn.Module Unwrap() => _core.Inner;
                 /// <inheritdoc />
-                public HookPoint root => _core.Root;
+                public HookPoint Root => _core.Root;
                 /// <inheritdoc />
                 public HookPoint this[string path] => _core.Tree[path];
                 /// <inheritdoc />
-                public IReadOnlyCollection<string> paths => _core.Tree.Paths;
+                public IReadOnlyCollection<string> Paths => _core.Tree.Paths;
 
                 /// <summary>Runs the wrapped model's <c>call</c> with the full call path on every module of the tree.</summary>
                 public override TResult forward({{a.Parameters}})
@@ -121,14 +121,14 @@ namespace TorchHooks.Generators
                 /// the input or a value to replace it. See <see cref="HookPoint"/>.
                 /// </summary>
                 public RemovableHandle register_forward_pre_hook(Func<nn.Module, {{a.Types}}, HookResult<{{a.InputType}}>?> hook, bool prepend = false)
-                    => root.register_forward_pre_hook<{{a.Types}}>(hook, prepend);
+                    => Root.register_forward_pre_hook<{{a.Types}}>(hook, prepend);
 
                 /// <summary>
                 /// Registers a forward hook on the wrapped model: <c>hook(module, {{a.Inputs}}, output)</c>; return null to
                 /// keep the output or a value to replace it. See <see cref="HookPoint"/>.
                 /// </summary>
                 public RemovableHandle register_forward_hook(Func<nn.Module, {{a.Types}}, TResult, HookResult<TResult>?> hook, bool prepend = false, bool always_call = false)
-                    => root.register_forward_hook<{{a.Types}}, TResult>(hook, prepend, always_call);
+                    => Root.register_forward_hook<{{a.Types}}, TResult>(hook, prepend, always_call);
 
                 // ---- drop-in: everything below is the wrapped model's own state (FacadeCore) ----
 

@@ -25,15 +25,15 @@ namespace TorchHooks
 
         /// <summary>
         /// Temporary hooks on <c>Tensor → Tensor</c> modules by path, removed when the returned scope is
-        /// disposed: <c>using (m.hooks(fwd: new[] { ("encoder.0", hook) })) { m.call(x); }</c>. All paths are
+        /// disposed: <c>using (m.Hooks(fwd: new[] { ("encoder.0", hook) })) { m.call(x); }</c>. All paths are
         /// checked before any hook is registered.
         /// </summary>
-        public static HookScope hooks(this IHookedModule model,
+        public static HookScope Hooks(this IHookedModule model,
             IEnumerable<(string path, Func<torch.nn.Module, Tensor, Tensor, HookResult<Tensor>?> hook)>? fwd = null,
             IEnumerable<(string path, Func<torch.nn.Module, Tensor, HookResult<Tensor>?> hook)>? pre = null,
             bool always_call = false)
         {
-            if (model is null) throw new ArgumentNullException(nameof(model), "Call hooks(...) on a facade from WithHooks().");
+            if (model is null) throw new ArgumentNullException(nameof(model), "Call Hooks(...) on a facade from WithHooks().");
             return HookScope.Create(p => model[p], fwd, pre, always_call);
         }
     }

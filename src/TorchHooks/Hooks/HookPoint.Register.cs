@@ -14,10 +14,10 @@ namespace TorchHooks
         internal readonly HookList Forward;
 
         /// <summary>Number of local forward pre-hooks registered.</summary>
-        public int forward_pre_hook_count => ForwardPre.Count;
+        public int ForwardPreHookCount => ForwardPre.Count;
 
         /// <summary>Number of local forward hooks registered.</summary>
-        public int forward_hook_count => Forward.Count;
+        public int ForwardHookCount => Forward.Count;
 
         private protected abstract RemovableHandle AddPre<TArgs>(Func<torch.nn.Module, TArgs, HookResult<TArgs>?> hook, bool prepend, string shape);
         private protected abstract RemovableHandle AddForward<TArgs, TResult>(Func<torch.nn.Module, TArgs, TResult, HookResult<TResult>?> hook, bool prepend, bool alwaysCall, string shape);
@@ -77,7 +77,7 @@ namespace TorchHooks
         }
 
         private ArgumentException Mismatch(string kind, string shape, string given)
-            => new($"The {kind} ({shape}, for {given}) does not fit module '{path}' ({module.GetType().Name}), which is a {signature}. " +
-                   $"Register a hook of that signature, e.g. with explicit type arguments matching {signature}.", "hook");
+            => new($"The {kind} ({shape}, for {given}) does not fit module '{Path}' ({Module.GetType().Name}), which is a {Signature}. " +
+                   $"Register a hook of that signature, e.g. with explicit type arguments matching {Signature}.", "hook");
     }
 }

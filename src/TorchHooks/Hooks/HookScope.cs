@@ -15,7 +15,7 @@ namespace TorchHooks
         private readonly List<RemovableHandle> _handles = new();
 
         /// <summary>The handles of the hooks this scope added, in registration order.</summary>
-        public IReadOnlyList<RemovableHandle> handles => _handles;
+        public IReadOnlyList<RemovableHandle> Handles => _handles;
 
         /// <summary>Adds an already registered hook to the scope, so the scope removes it too.</summary>
         public RemovableHandle Add(RemovableHandle handle)

@@ -24,7 +24,7 @@ namespace TorchHooks
     {
         private PrecisionPolicy(DeviceType deviceType, ScalarType? dtype, bool enabled, bool castInputs)
         {
-            device_type = deviceType; this.dtype = dtype; this.enabled = enabled; cast_inputs_to_float32 = castInputs;
+            device_type = deviceType; this.dtype = dtype; this.enabled = enabled; CastInputsToFloat32 = castInputs;
         }
 
         /// <summary>The device type whose autocast state the policy sets.</summary>
@@ -34,7 +34,7 @@ namespace TorchHooks
         /// <summary>Whether autocast is enabled inside the region.</summary>
         public bool enabled { get; }
         /// <summary>Whether lower-precision floating inputs are cast to float32 before forward.</summary>
-        public bool cast_inputs_to_float32 { get; }
+        public bool CastInputsToFloat32 { get; }
 
         /// <summary>
         /// Run the module under autocast: <paramref name="dtype"/> BFloat16 or Float16 (default: CPU BFloat16,
@@ -75,7 +75,7 @@ namespace TorchHooks
         /// <summary>Casts lower-precision floating tensor inputs to float32; records the copies in <paramref name="created"/>.</summary>
         internal TArgs CastInputs<TArgs>(TArgs args, ref List<Tensor>? created)
         {
-            if (!cast_inputs_to_float32) return args;
+            if (!CastInputsToFloat32) return args;
             if (args is Tensor t) return (TArgs)(object)Cast(t, ref created);
             if (args is ITuple tuple)
             {

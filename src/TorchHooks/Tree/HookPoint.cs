@@ -26,21 +26,21 @@ namespace TorchHooks
 
         private protected HookPoint(torch.nn.Module module, string path, string signature)
         {
-            this.module = module;
-            this.path = path;
-            this.signature = signature;
+            Module = module;
+            Path = path;
+            Signature = signature;
             ForwardPre = new HookList(Recompute);
             Forward = new HookList(Recompute);
         }
 
         /// <summary>The module's name in the tree it was first wrapped in, as in <c>named_modules()</c>; the root is <c>""</c>.</summary>
-        public string path { get; }
+        public string Path { get; }
 
         /// <summary>The module.</summary>
-        public torch.nn.Module module { get; }
+        public torch.nn.Module Module { get; }
 
         /// <summary>The module's forward signature, e.g. <c>Module&lt;Tensor, Tensor&gt;</c>.</summary>
-        public string signature { get; }
+        public string Signature { get; }
 
         /// <summary>Whether some concern of the call path has work for this module (the fast path's local flag).</summary>
         internal bool IsActive => _active;
@@ -57,7 +57,7 @@ namespace TorchHooks
         internal abstract void FinishFailedCall(CallFrame frame, List<Exception> suppressed);
 
         /// <inheritdoc />
-        public override string ToString() => $"HookPoint('{path}', {module.GetType().Name}: {signature}, {ForwardPre.Count} pre, {Forward.Count} forward)";
+        public override string ToString() => $"HookPoint('{Path}', {Module.GetType().Name}: {Signature}, {ForwardPre.Count} pre, {Forward.Count} forward)";
     }
 
     /// <summary>The hook site of a module whose inputs are <typeparamref name="TArgs"/> (a tuple for several inputs).</summary>
