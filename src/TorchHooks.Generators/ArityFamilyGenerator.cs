@@ -23,8 +23,9 @@ namespace TorchHooks.Generators
             context.RegisterPostInitializationOutput(ctx =>
             {
                 ctx.AddSource("HookedModule.g.cs", File(Enumerable.Range(1, MaxInputs).Select(n => Facade(new Arity(n)))));
-                ctx.AddSource("ModuleExtensions.g.cs", File(new[] { Class("public static partial class ModuleExtensions", Enumerable.Range(1, MaxInputs).Select(n => WithHooks(new Arity(n)))) }));
+                ctx.AddSource("ModuleExtensions.g.cs", File(new[] { Class("public static partial class ModuleExtensions", Enumerable.Range(1, MaxInputs).SelectMany(n => new[] { WithHooks(new Arity(n)), At(new Arity(n)) })) }));
                 ctx.AddSource("Dispatchers.g.cs", File(new[] { Class("internal static partial class Dispatchers", Enumerable.Range(1, MaxInputs).Select(n => Installer(new Arity(n)))) }));
+                ctx.AddSource("TypedHookPoints.g.cs", File(Enumerable.Range(1, MaxInputs).Select(n => TypedHookPoint(new Arity(n)))));
                 ctx.AddSource("HookPoint.g.cs", File(new[] { Class("public abstract partial class HookPoint", Enumerable.Range(2, MaxInputs - 1).Select(n => Registration(new Arity(n)))) }));
             });
         }
@@ -106,6 +107,7 @@ namespace TorchHooks.Generators
                 public HookPoint this[string path] => _core.Tree[path];
                 /// <inheritdoc />
                 public IReadOnlyCollection<string> Paths => _core.Tree.Paths;
+                ModuleTree IHookedModule.Tree => _core.Tree;
 
                 /// <summary>Runs the wrapped model's <c>call</c> with the full call path on every module of the tree.</summary>
                 public override TResult forward({{a.Parameters}})
@@ -200,10 +202,46 @@ namespace TorchHooks.Generators
                     => Wrap(model, m => new {{a.Facade}}(m));
             """;
 
+        private static string TypedHookPoint(Arity a) => $$"""
+            /// <summary>
+            /// The hook point of a module with {{a.HowMany}}, typed by its forward signature so that hook lambdas need no
+            /// type arguments: <c>m.At(model.attn).register_forward_hook((mod, {{a.Inputs}}, y) =&gt; null)</c>.
+            /// Get one with <see cref="ModuleExtensions.At{{"{"}}{{a.Types}}, TResult{{"}"}}(IHookedModule, {{a.Module.Replace("<", "{").Replace(">", "}")}})"/>.
+            /// </summary>
+            public sealed class HookPoint<{{a.Types}}, TResult>
+            {
+                internal HookPoint(HookPoint point) { Point = point; }
+
+                /// <summary>The module's hook point (path, module, hook counts, precision).</summary>
+                public HookPoint Point { get; }
+
+                /// <summary>Registers a forward pre-hook: <c>hook(module, {{a.Inputs}})</c>; return null to keep the input or a value to replace it.</summary>
+                public RemovableHandle register_forward_pre_hook(Func<nn.Module, {{a.Types}}, HookResult<{{a.InputType}}>?> hook, bool prepend = false)
+                    => Point.register_forward_pre_hook<{{a.Types}}>(hook, prepend);
+
+                /// <summary>Registers a forward hook: <c>hook(module, {{a.Inputs}}, output)</c>; return null to keep the output or a value to replace it.</summary>
+                public RemovableHandle register_forward_hook(Func<nn.Module, {{a.Types}}, TResult, HookResult<TResult>?> hook, bool prepend = false, bool always_call = false)
+                    => Point.register_forward_hook<{{a.Types}}, TResult>(hook, prepend, always_call);
+
+                /// <inheritdoc />
+                public override string ToString() => Point.ToString();
+            }
+            """;
+
+        private static string At(Arity a) => $$"""
+                /// <summary>
+                /// The typed hook point of <paramref name="module"/> (a module with {{a.HowMany}} of the wrapped tree): hook
+                /// lambdas registered there take their types from the module, e.g. <c>m.At(model.attn).register_forward_hook((mod, {{a.Inputs}}, y) =&gt; null)</c>.
+                /// </summary>
+                /// <exception cref="ArgumentException"><paramref name="module"/> is not part of the wrapped tree.</exception>
+                public static HookPoint<{{a.Types}}, TResult> At<{{a.Types}}, TResult>(this IHookedModule model, {{a.Module}} module)
+                    => new((model ?? throw new ArgumentNullException(nameof(model), "Call At(...) on a facade from WithHooks().")).Tree.PointOf(module));
+            """;
+
         private static string Installer(Arity a) => $$"""
                 private static HookPoint Install{{a.N}}<{{a.Types}}, TResult>({{a.Module}} m, string path, string signature)
                 {
-                    var p = new HookPoint<{{a.InputType}}, TResult>(m, path, signature);
+                    var p = new HookPointOf<{{a.InputType}}, TResult>(m, path, signature);
                     m.register_forward_pre_hook((mod, {{a.Inputs}}) => p.IsActive || CallPath.ActiveEverywhere ? p.Pre(mod, {{a.InputValue}}) : {{a.InputValue}});
                     m.register_forward_hook((mod, {{a.Inputs}}, y) => CallStack.HasFrames ? p.Post(mod, {{a.InputValue}}, y) : y);
                     return p;

@@ -87,7 +87,7 @@ namespace TorchHooks
         private static readonly CallSteps<TArgs, TResult>[] s_out = Array.ConvertAll(CallPath.OutOrder, c => c.Steps<TArgs, TResult>());
 
         /// <summary>The way in (the dispatcher's TorchSharp pre-hook).</summary>
-        public static TArgs BeforeForward(HookPoint<TArgs, TResult> node, torch.nn.Module module, TArgs args)
+        public static TArgs BeforeForward(HookPointOf<TArgs, TResult> node, torch.nn.Module module, TArgs args)
         {
             // Fast path: no concern active for this module and none everywhere (the dispatcher checks this inline too).
             if (!node.IsActive && !CallPath.ActiveEverywhere) return args;
@@ -112,7 +112,7 @@ namespace TorchHooks
         }
 
         /// <summary>The way out (the dispatcher's TorchSharp post-hook).</summary>
-        public static TResult AfterForward(HookPoint<TArgs, TResult> node, torch.nn.Module module, TArgs args, TResult result)
+        public static TResult AfterForward(HookPointOf<TArgs, TResult> node, torch.nn.Module module, TArgs args, TResult result)
         {
             var stack = CallStack.CurrentOrNull;
             if (stack is null || stack.Count == 0) return result;          // fast path

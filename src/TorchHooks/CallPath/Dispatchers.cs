@@ -57,7 +57,8 @@ namespace TorchHooks
         /// <summary>"Module&lt;Tensor, (Tensor, Tensor)&gt;" for a closed Module type.</summary>
         public static string Describe(Type moduleType) => "Module<" + string.Join(", ", moduleType.GetGenericArguments().Select(Name)) + ">";
 
-        private static string Name(Type t)
+        /// <summary>A type as C# spells it: <c>(Tensor, Tensor)</c>, <c>Tensor?</c>, <c>Tuple&lt;Tensor, Tensor&gt;</c>.</summary>
+        internal static string Name(Type t)
         {
             if (Nullable.GetUnderlyingType(t) is { } u) return Name(u) + "?";
             if (t.IsGenericType && t.FullName?.StartsWith("System.ValueTuple`", StringComparison.Ordinal) == true)

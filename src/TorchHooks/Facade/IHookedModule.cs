@@ -17,5 +17,8 @@ namespace TorchHooks
 
         /// <summary>Every module path of the wrapped tree, root first.</summary>
         System.Collections.Generic.IReadOnlyCollection<string> Paths { get; }
+
+        /// <summary>The wrapped tree (paths → hook points).</summary>
+        internal ModuleTree Tree { get; }
     }
 }

@@ -38,7 +38,7 @@ namespace TorchHooks
 
         /// <summary>Registers a forward pre-hook on a module with one input of type <typeparamref name="T"/>.</summary>
         public RemovableHandle register_forward_pre_hook<T>(Func<torch.nn.Module, T, HookResult<T>?> hook, bool prepend = false)
-            => AddPre(NotNull(hook), prepend, $"register_forward_pre_hook<{typeof(T).Name}>");
+            => AddPre(NotNull(hook), prepend, $"register_forward_pre_hook<{Dispatchers.Name(typeof(T))}>");
 
         // ---- forward hooks: hook(module, inputs, output) → null (keep) or the replacement output ----
 
@@ -56,23 +56,23 @@ namespace TorchHooks
 
         /// <summary>Registers a forward hook on a module with one input <typeparamref name="T"/> and output <typeparamref name="TResult"/>.</summary>
         public RemovableHandle register_forward_hook<T, TResult>(Func<torch.nn.Module, T, TResult, HookResult<TResult>?> hook, bool prepend = false, bool always_call = false)
-            => AddForward(NotNull(hook), prepend, always_call, $"register_forward_hook<{typeof(T).Name}, {typeof(TResult).Name}>");
+            => AddForward(NotNull(hook), prepend, always_call, $"register_forward_hook<{Dispatchers.Name(typeof(T))}, {Dispatchers.Name(typeof(TResult))}>");
 
     }
 
-    internal sealed partial class HookPoint<TArgs, TResult>
+    internal sealed partial class HookPointOf<TArgs, TResult>
     {
         private protected override RemovableHandle AddPre<TA>(Func<torch.nn.Module, TA, HookResult<TA>?> hook, bool prepend, string shape)
         {
             if (hook is not Func<torch.nn.Module, TArgs, HookResult<TArgs>?>)
-                throw Mismatch("forward pre-hook", shape, typeof(TA).Name);
+                throw Mismatch("forward pre-hook", shape, Dispatchers.Name(typeof(TA)));
             return ForwardPre.Add(hook, prepend, alwaysCall: false);
         }
 
         private protected override RemovableHandle AddForward<TA, TR>(Func<torch.nn.Module, TA, TR, HookResult<TR>?> hook, bool prepend, bool alwaysCall, string shape)
         {
             if (hook is not Func<torch.nn.Module, TArgs, TResult, HookResult<TResult>?>)
-                throw Mismatch("forward hook", shape, $"{typeof(TA).Name} → {typeof(TR).Name}");
+                throw Mismatch("forward hook", shape, $"{Dispatchers.Name(typeof(TA))} → {Dispatchers.Name(typeof(TR))}");
             return Forward.Add(hook, prepend, alwaysCall);
         }
 

@@ -1,4 +1,6 @@
 using System;
+using System.Collections.Generic;
+using System.Linq;
 using TorchSharp;
 using Tensor = TorchSharp.torch.Tensor;
 
@@ -22,6 +24,21 @@ namespace TorchHooks
 
         /// <summary>Whether any global forward hook is registered.</summary>
         internal static bool IsActive => ForwardPre.Count > 0 || Forward.Count > 0;
+
+        /// <summary>
+        /// The handles of every registered global hook (forward pre-hooks, then forward hooks, each in
+        /// registration order): a global hook whose handle was lost can still be found and removed.
+        /// </summary>
+        public static IReadOnlyList<RemovableHandle> Handles
+            => ForwardPre.Snapshot.Concat(Forward.Snapshot).Select(e => e.Handle).ToArray();
+
+        /// <summary>Removes every global hook (PyTorch keeps them in module-level dicts one clears by hand). Returns how many were removed.</summary>
+        public static int RemoveAll()
+        {
+            var handles = Handles;
+            foreach (var h in handles) h.remove();
+            return handles.Count;
+        }
 
         /// <summary>Registers a global forward pre-hook for every <c>Tensor → …</c> module. Return null to keep the input, a tensor to replace it.</summary>
         public static RemovableHandle register_module_forward_pre_hook(Func<torch.nn.Module, Tensor, HookResult<Tensor>?> hook)

@@ -61,9 +61,9 @@ namespace TorchHooks
     }
 
     /// <summary>The hook site of a module whose inputs are <typeparamref name="TArgs"/> (a tuple for several inputs).</summary>
-    internal sealed partial class HookPoint<TArgs, TResult> : HookPoint
+    internal sealed partial class HookPointOf<TArgs, TResult> : HookPoint
     {
-        public HookPoint(torch.nn.Module module, string path, string signature) : base(module, path, signature) { }
+        public HookPointOf(torch.nn.Module module, string path, string signature) : base(module, path, signature) { }
 
         public TArgs Pre(torch.nn.Module module, TArgs args) => CallPath<TArgs, TResult>.BeforeForward(this, module, args);
 
