@@ -1,6 +1,5 @@
 using System;
 using System.Collections.Generic;
-using System.Linq;
 using TorchSharp;
 using Tensor = TorchSharp.torch.Tensor;
 
@@ -30,7 +29,15 @@ namespace TorchHooks
         /// registration order): a global hook whose handle was lost can still be found and removed.
         /// </summary>
         public static IReadOnlyList<RemovableHandle> Handles
-            => ForwardPre.Snapshot.Concat(Forward.Snapshot).Select(e => e.Handle).ToArray();
+        {
+            get
+            {
+                var handles = new List<RemovableHandle>();
+                foreach (var list in new[] { ForwardPre, Forward })
+                    foreach (var entry in list.Snapshot) handles.Add(entry.Handle);
+                return handles;
+            }
+        }
 
         /// <summary>Removes every global hook (PyTorch keeps them in module-level dicts one clears by hand). Returns how many were removed.</summary>
         public static int RemoveAll()
