@@ -21,6 +21,15 @@ namespace TorchHooks
     /// <para>Per-call state: <see cref="CallFrame.State{T}"/> gives the concern its own reusable object in the
     /// frame of the call (allocated once per frame, reused after, cleared when the frame is popped), so an
     /// active call allocates nothing for it.</para>
+    /// <para>Per-module state (hook lists, a policy) goes on the per-module node as a field of a
+    /// <c>partial class HookPoint</c> in the concern's own file, with its public registration API there too
+    /// (<c>Precision/Precision.cs</c>: <c>SetPrecision</c>); call <see cref="HookPoint.Recompute"/> when it
+    /// changes. A <see cref="HookList"/> needs the node's callback, so create it lazily:
+    /// <c>HookList Backward =&gt; _backward ?? Interlocked.CompareExchange(ref _backward, new HookList(Recompute), null) ?? _backward!;</c>.
+    /// Global state (global hooks, tracing switched on) calls <see cref="CallPath.RecomputeEverywhere"/>.</para>
+    /// <para>Registration must not add an overload per arity: take inputs and gradients as the module's
+    /// <c>TArgs</c> (a tuple) or as a list, as PyTorch's tuples; typed-per-arity sugar, if any, belongs in the
+    /// generated family (src/TorchHooks.Generators).</para>
     /// </remarks>
     internal abstract class CallConcern
     {
@@ -42,9 +51,11 @@ namespace TorchHooks
     }
 
     /// <summary>
-    /// What a <see cref="CallConcern"/> does during one call of a module of one signature. Every step runs
-    /// for every hooked call of every module (a call some concern is active for), so a step first checks
-    /// whether it has work for <see cref="CallFrame.Node"/> (a field read) and returns at once otherwise.
+    /// What a <see cref="CallConcern"/> does during one call of a module of one signature. The steps run only
+    /// for calls the concern was active for (<see cref="CallConcern.IsActiveFor"/> or
+    /// <see cref="CallConcern.IsActiveEverywhere"/>) when the call began, so <see cref="Out"/> and
+    /// <see cref="Failed"/> follow an <see cref="In"/> of the same call; a concern switched on mid-call joins
+    /// the next call. Its state may still have changed since (a policy removed), so steps check what they use.
     /// </summary>
     internal abstract class CallSteps<TArgs, TResult>
     {

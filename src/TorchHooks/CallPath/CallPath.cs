@@ -47,29 +47,35 @@ namespace TorchHooks
         internal static readonly CallConcern[] InOrder = Order(Concerns, e => (int)e.In);
         internal static readonly CallConcern[] OutOrder = Order(Concerns, e => (int)e.Out);
 
-        private static volatile bool s_activeEverywhere;
+        private static volatile int s_activeEverywhere;
 
         /// <summary>Whether some concern is active for every module (the fast path's global flag).</summary>
-        internal static bool ActiveEverywhere => s_activeEverywhere;
+        internal static bool ActiveEverywhere => s_activeEverywhere != 0;
+
+        /// <summary>The concerns active for every module: bit <see cref="CallConcern.Slot"/> of each.</summary>
+        internal static int ConcernsActiveEverywhere => s_activeEverywhere;
 
         /// <summary>Recomputes <see cref="ActiveEverywhere"/>; a concern calls it when its global state changes.</summary>
         internal static void RecomputeEverywhere()
         {
-            bool any = false;
-            foreach (var c in Concerns) any |= c.Concern.IsActiveEverywhere;
-            s_activeEverywhere = any;
+            int mask = 0;
+            foreach (var c in Concerns)
+                if (c.Concern.IsActiveEverywhere) mask |= 1 << c.Concern.Slot;
+            s_activeEverywhere = mask;
         }
 
-        /// <summary>Whether some concern has work for <paramref name="node"/>'s module (feeds <see cref="HookPoint.IsActive"/>).</summary>
-        internal static bool AnyActiveFor(HookPoint node)
+        /// <summary>The concerns with work for <paramref name="node"/>'s module, one bit each (feeds <see cref="HookPoint.IsActive"/>).</summary>
+        internal static int ActiveFor(HookPoint node)
         {
+            int mask = 0;
             foreach (var c in Concerns)
-                if (c.Concern.IsActiveFor(node)) return true;
-            return false;
+                if (c.Concern.IsActiveFor(node)) mask |= 1 << c.Concern.Slot;
+            return mask;
         }
 
         private static CallConcern[] Order((CallConcern Concern, WayIn In, WayOut Out)[] list, Func<(CallConcern Concern, WayIn In, WayOut Out), int> place)
         {
+            if (list.Length > 31) throw new InvalidOperationException("At most 31 concerns: each has one bit in the active masks.");
             for (int i = 0; i < list.Length; i++) list[i].Concern.Slot = i;
             var sorted = ((CallConcern Concern, WayIn In, WayOut Out)[])list.Clone();
             Array.Sort(sorted, (a, b) => place(a).CompareTo(place(b)));
@@ -84,7 +90,9 @@ namespace TorchHooks
     internal static class CallPath<TArgs, TResult>
     {
         private static readonly CallSteps<TArgs, TResult>[] s_in = Array.ConvertAll(CallPath.InOrder, c => c.Steps<TArgs, TResult>());
+        private static readonly int[] s_inBits = Array.ConvertAll(CallPath.InOrder, c => 1 << c.Slot);
         private static readonly CallSteps<TArgs, TResult>[] s_out = Array.ConvertAll(CallPath.OutOrder, c => c.Steps<TArgs, TResult>());
+        private static readonly int[] s_outBits = Array.ConvertAll(CallPath.OutOrder, c => 1 << c.Slot);
 
         /// <summary>The way in (the dispatcher's TorchSharp pre-hook).</summary>
         public static TArgs BeforeForward(HookPointOf<TArgs, TResult> node, torch.nn.Module module, TArgs args)
@@ -105,9 +113,13 @@ namespace TorchHooks
             frame.Node = node;
             frame.Module = module;
             frame.CallIndex = node.NextCallIndex(stack.Pass);
+            // The concerns taking part in this call, fixed when it begins: a concern switched on mid-call joins the next call.
+            int active = frame.Concerns = node.ActiveConcerns | CallPath.ConcernsActiveEverywhere;
 
             var steps = s_in;
-            for (int i = 0; i < steps.Length; i++) steps[i].In(frame, ref args);
+            var bits = s_inBits;
+            for (int i = 0; i < steps.Length; i++)
+                if ((active & bits[i]) != 0) steps[i].In(frame, ref args);
             return args;
         }
 
@@ -122,7 +134,10 @@ namespace TorchHooks
             var frame = stack[index];
 
             var steps = s_out;
-            for (int i = 0; i < steps.Length; i++) steps[i].Out(frame, ref args, ref result);
+            var bits = s_outBits;
+            int active = frame.Concerns;
+            for (int i = 0; i < steps.Length; i++)
+                if ((active & bits[i]) != 0) steps[i].Out(frame, ref args, ref result);
 
             stack.Pop();
             return result;
@@ -132,8 +147,11 @@ namespace TorchHooks
         public static void FinishFailedCall(CallFrame frame, List<Exception> suppressed)
         {
             var steps = s_out;
+            var bits = s_outBits;
+            int active = frame.Concerns;
             for (int i = 0; i < steps.Length; i++)
             {
+                if ((active & bits[i]) == 0) continue;
                 try { steps[i].Failed(frame, suppressed); }
                 catch (Exception e) { suppressed.Add(e); }
             }

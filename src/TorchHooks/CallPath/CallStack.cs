@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Runtime.CompilerServices;
 using TorchSharp;
 
 namespace TorchHooks
@@ -14,6 +15,8 @@ namespace TorchHooks
         public HookPoint Node = null!;
         public torch.nn.Module Module = null!;
         public int CallIndex;
+        /// <summary>The concerns taking part in this call (bit <see cref="CallConcern.Slot"/> of each), fixed when it begins.</summary>
+        public int Concerns;
         private readonly CallState?[] _states = new CallState?[CallPath.Concerns.Length];
 
         /// <summary>
@@ -21,15 +24,15 @@ namespace TorchHooks
         /// the concern takes part in, cleared when the frame is popped, reused by later calls.
         /// </summary>
         public T State<T>(CallConcern concern) where T : CallState, new()
-            => (T)(_states[concern.Slot] ??= new T());
+            => Unsafe.As<T>(_states[concern.Slot] ??= new T());   // the slot holds only this concern's state type
 
         /// <summary>The state if <paramref name="concern"/> created one for this frame, else null (for failure steps).</summary>
         public T? StateIfAny<T>(CallConcern concern) where T : CallState
-            => (T?)_states[concern.Slot];
+            => Unsafe.As<T>(_states[concern.Slot]);
 
         public void Clear()
         {
-            Node = null!; Module = null!; CallIndex = 0;
+            Node = null!; Module = null!; CallIndex = 0; Concerns = 0;
             foreach (var state in _states) state?.Clear();
         }
     }

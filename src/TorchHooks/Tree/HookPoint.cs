@@ -20,7 +20,7 @@ namespace TorchHooks
     /// </remarks>
     public abstract partial class HookPoint
     {
-        private volatile bool _active;
+        private volatile int _active;
         private long _pass = -1;
         private int _calls;
 
@@ -43,10 +43,13 @@ namespace TorchHooks
         public string Signature { get; }
 
         /// <summary>Whether some concern of the call path has work for this module (the fast path's local flag).</summary>
-        internal bool IsActive => _active;
+        internal bool IsActive => _active != 0;
+
+        /// <summary>The concerns active for this module: bit <see cref="CallConcern.Slot"/> of each.</summary>
+        internal int ActiveConcerns => _active;
 
         /// <summary>Recomputes <see cref="IsActive"/>; a concern calls it when its state on this node changes.</summary>
-        internal void Recompute() => _active = CallPath.AnyActiveFor(this);
+        internal void Recompute() => _active = CallPath.ActiveFor(this);
 
         internal int NextCallIndex(long pass)
         {
