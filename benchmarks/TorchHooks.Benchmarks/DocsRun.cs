@@ -297,7 +297,7 @@ namespace TorchHooks.Benchmarks
                 var x = torch.zeros(1, 8);
                 int fired = 0;
                 var facade = chain.WithHooks();
-                var handles = facade.paths.Select(p => facade[p].register_forward_pre_hook((m, a) => { fired++; return null; })).ToList();
+                var handles = facade.Paths.Select(p => facade[p].register_forward_pre_hook((m, a) => { fired++; return null; })).ToList();
                 Check(ReferenceEquals(facade.call(x), x) && fired == Models.ManagedChainCalls, $"the managed chain returns its input and makes {Models.ManagedChainCalls} hooked module calls");
                 handles.ForEach(h => h.remove());
             }
@@ -309,9 +309,9 @@ namespace TorchHooks.Benchmarks
                 var facade = wrapped.WithHooks();
                 var x = torch.randn(1, 8);
                 Check(plain.call(x).allclose(facade.call(x)), "the facade computes what TorchSharp's call computes (same seed, same output)");
-                Check(facade.paths.Count == Models.TinyMlpCalls, "the facade reaches every module of the tiny MLP");
+                Check(facade.Paths.Count == Models.TinyMlpCalls, "the facade reaches every module of the tiny MLP");
                 int fired = 0;
-                var handles = facade.paths.Select(p => facade[p].register_forward_hook((m, a, y) => { fired++; return null; })).ToList();
+                var handles = facade.Paths.Select(p => facade[p].register_forward_hook((m, a, y) => { fired++; return null; })).ToList();
                 facade.call(x);
                 Check(fired == Models.TinyMlpCalls, $"a local forward hook on every module fires {Models.TinyMlpCalls} times per forward");
                 handles.ForEach(h => h.remove());

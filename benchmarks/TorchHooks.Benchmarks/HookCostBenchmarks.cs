@@ -41,7 +41,7 @@ namespace TorchHooks.Benchmarks
         private void Local(bool pre, int count)
         {
             Setup();
-            foreach (var path in _facade.paths)
+            foreach (var path in _facade.Paths)
                 for (int i = 0; i < count; i++)
                     _handles.Add(pre ? _facade[path].register_forward_pre_hook(s_pre) : _facade[path].register_forward_hook(s_post));
         }

@@ -31,7 +31,7 @@ var model = new Regression();      // a plain TorchSharp module: Linear(3, 1) in
 var m = model.WithHooks();         // its hook-aware facade: same parameters, same state_dict keys
 
 Section("1. Training (the usual loop, predicting with call)");
-Console.WriteLine($"model paths: {string.Join(", ", m.paths.Select(p => p == "" ? "\"\" (the model)" : p))}");
+Console.WriteLine($"model paths: {string.Join(", ", m.Paths.Select(p => p == "" ? "\"\" (the model)" : p))}");
 Console.WriteLine($"state_dict:  {string.Join(", ", m.state_dict().Keys)}");
 Console.WriteLine($"before:      {model.Describe()}");
 
@@ -64,7 +64,7 @@ Section("2. call versus forward");
 using var probe = torch.tensor(new float[,] { { 1f, 0f, 0f }, { 0f, 1f, 0f } });
 
 // Every hook prints one numbered step and, from ModuleCallInfo.Current, the path of the module call
-// it belongs to ("model" is the model itself, whose path is ""). ModuleCallInfo also has call_index:
+// it belongs to ("model" is the model itself, whose path is ""). ModuleCallInfo also has CallIndex:
 // 0 for a module's first call within one m.call, 1 for its second (a layer used twice), and so on.
 var hooks = new HookScope();   // collects the handles; disposing it removes exactly these hooks
 
@@ -178,7 +178,7 @@ using (ModuleHooks.register_module_forward_hook((module, input, output) =>
     Console.WriteLine($"    -> {Values(low)} {low.dtype}");
 }
 Console.WriteLine("Inside the region libtorch ran the Linear in bfloat16 (8 significant bits: 2.494 became 2.500);");
-Console.WriteLine("the hooks print ModuleCallInfo.Current as path#call_index.");
+Console.WriteLine("the hooks print ModuleCallInfo.Current as Path#CallIndex.");
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -242,7 +242,7 @@ static class Steps
 
     public static void Print(string what)
     {
-        var where = ModuleCallInfo.Current is { } call ? (call.path == "" ? "model" : call.path) : "(none)";
+        var where = ModuleCallInfo.CurrentOrNull is { } call ? (call.Path == "" ? "model" : call.Path) : "(none)";
         Console.WriteLine($"    {++s_count}. {where,-7} {what}");
     }
 }

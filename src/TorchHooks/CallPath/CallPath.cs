@@ -9,31 +9,96 @@ namespace TorchHooks
     /// The module call path — TorchHooks' counterpart of PyTorch's <c>Module._call_impl</c>, in one place.
     ///
     /// TorchSharp's sealed <c>Module.call</c> runs: its pre-hooks → <c>forward</c> → its post-hooks.
-    /// TorchHooks installs exactly one pre-hook (<see cref="BeforeForward"/>) and one post-hook
-    /// (<see cref="AfterForward"/>) on every module of a wrapped tree, so every call that goes through
-    /// <c>call</c> — from a facade, <c>Sequential</c>, a <c>ModuleList</c> loop or custom forward code —
-    /// reaches this file. Reading top to bottom:
+    /// TorchHooks installs exactly one pre-hook and one post-hook on every module of a wrapped tree
+    /// (<see cref="Dispatchers"/>), so every call that goes through <c>call</c> — from a facade,
+    /// <c>Sequential</c>, a <c>ModuleList</c> loop or custom forward code — reaches this file. Each concern
+    /// on the path (forward hooks, precision; next backward hooks and tracing) is a <see cref="CallConcern"/>
+    /// listed in <see cref="Concerns"/> with the step it takes on the way in and on the way out:
     ///
-    ///   BeforeForward  1. fast path: no hook anywhere → return at once
-    ///                  2. forward pre-hooks, global then local (snapshots; may replace the input)
-    ///                  3. precision policy: autocast region opens (Float32 also casts inputs)
+    ///   way in    fast path: no concern active for the module, none everywhere → return at once
+    ///             a frame is pushed (call index, per-call state), then the in-steps in <see cref="WayIn"/> order:
+    ///               tracing → forward pre-hooks (global, then local) → backward input wrap → precision region opens
     ///   (TorchSharp runs forward)
-    ///   AfterForward   4. precision region closes
-    ///                  5. forward hooks, global then local (may replace the output)
-    ///   FinishFailedCall 6. forward, a pre-hook or a forward hook threw: the always_call forward hooks
-    ///                     that have not run yet run (global then local), their own exceptions are
-    ///                     collected, not thrown; the original exception propagates unchanged.
+    ///   way out   the out-steps in <see cref="WayOut"/> order:
+    ///               precision region closes → forward hooks (global, then local) → backward output wrap → tracing
+    ///   failure   forward, a pre-hook or a forward hook threw: every concern's Failed step, in way-out order
+    ///             (precision closes its region, the always_call forward hooks that have not run yet run);
+    ///             their own exceptions are collected, not thrown; the original exception propagates unchanged.
     ///
-    /// Step 6 runs when the exception reaches the enclosing facade call (<see cref="HookedModule{T,TResult}"/>)
+    /// The failure steps run when the exception reaches the enclosing facade call (<see cref="FacadeCall"/>)
     /// or, if user code inside a parent's forward caught it, when that parent's call finishes. A module
     /// called directly (not through a facade) that threw is finished at its next call.
     /// </summary>
+    internal static class CallPath
+    {
+        /// <summary>
+        /// Every concern on the call path, one line each, with where it acts on the way in and on the way out
+        /// (the enums list all places in PyTorch's order). Adding a concern: its own file, and one line here.
+        ///   tracing (next):        (TracingConcern.Instance,       WayIn.Tracing,           WayOut.Tracing),
+        ///   backward hooks (next): (BackwardHooksConcern.Instance, WayIn.BackwardInputWrap, WayOut.BackwardOutputWrap),
+        /// </summary>
+        internal static readonly (CallConcern Concern, WayIn In, WayOut Out)[] Concerns =
+        {
+            (ForwardHooksConcern.Instance, WayIn.ForwardPreHooks, WayOut.ForwardHooks),
+            (PrecisionConcern.Instance,    WayIn.Precision,       WayOut.Precision),
+        };
+
+        /// <summary>The concerns in way-in order, and in way-out (and failure) order.</summary>
+        internal static readonly CallConcern[] InOrder = Order(Concerns, e => (int)e.In);
+        internal static readonly CallConcern[] OutOrder = Order(Concerns, e => (int)e.Out);
+
+        private static volatile int s_activeEverywhere;
+
+        /// <summary>Whether some concern is active for every module (the fast path's global flag).</summary>
+        internal static bool ActiveEverywhere => s_activeEverywhere != 0;
+
+        /// <summary>The concerns active for every module: bit <see cref="CallConcern.Slot"/> of each.</summary>
+        internal static int ConcernsActiveEverywhere => s_activeEverywhere;
+
+        /// <summary>Recomputes <see cref="ActiveEverywhere"/>; a concern calls it when its global state changes.</summary>
+        internal static void RecomputeEverywhere()
+        {
+            int mask = 0;
+            foreach (var c in Concerns)
+                if (c.Concern.IsActiveEverywhere) mask |= 1 << c.Concern.Slot;
+            s_activeEverywhere = mask;
+        }
+
+        /// <summary>The concerns with work for <paramref name="node"/>'s module, one bit each (feeds <see cref="HookPoint.IsActive"/>).</summary>
+        internal static int ActiveFor(HookPoint node)
+        {
+            int mask = 0;
+            foreach (var c in Concerns)
+                if (c.Concern.IsActiveFor(node)) mask |= 1 << c.Concern.Slot;
+            return mask;
+        }
+
+        private static CallConcern[] Order((CallConcern Concern, WayIn In, WayOut Out)[] list, Func<(CallConcern Concern, WayIn In, WayOut Out), int> place)
+        {
+            if (list.Length > 31) throw new InvalidOperationException("At most 31 concerns: each has one bit in the active masks.");
+            for (int i = 0; i < list.Length; i++) list[i].Concern.Slot = i;
+            var sorted = ((CallConcern Concern, WayIn In, WayOut Out)[])list.Clone();
+            Array.Sort(sorted, (a, b) => place(a).CompareTo(place(b)));
+            for (int i = 1; i < sorted.Length; i++)
+                if (place(sorted[i]) == place(sorted[i - 1]))
+                    throw new InvalidOperationException($"Two concerns take the same place on the call path: {sorted[i - 1].Item1.GetType().Name} and {sorted[i].Item1.GetType().Name}.");
+            return Array.ConvertAll(sorted, e => e.Item1);
+        }
+    }
+
+    /// <summary>The call path for modules whose input is <typeparamref name="TArgs"/> (a tuple for several) and output <typeparamref name="TResult"/>.</summary>
     internal static class CallPath<TArgs, TResult>
     {
-        public static TArgs BeforeForward(HookPoint<TArgs, TResult> node, torch.nn.Module module, TArgs args)
+        private static readonly CallSteps<TArgs, TResult>[] s_in = Array.ConvertAll(CallPath.InOrder, c => c.Steps<TArgs, TResult>());
+        private static readonly int[] s_inBits = Array.ConvertAll(CallPath.InOrder, c => 1 << c.Slot);
+        private static readonly CallSteps<TArgs, TResult>[] s_out = Array.ConvertAll(CallPath.OutOrder, c => c.Steps<TArgs, TResult>());
+        private static readonly int[] s_outBits = Array.ConvertAll(CallPath.OutOrder, c => 1 << c.Slot);
+
+        /// <summary>The way in (the dispatcher's TorchSharp pre-hook).</summary>
+        public static TArgs BeforeForward(HookPointOf<TArgs, TResult> node, torch.nn.Module module, TArgs args)
         {
-            // 1. Fast path: nothing registered for this module and no global hook.
-            if (!node.IsActive && !ModuleHooks.IsActive) return args;
+            // Fast path: no concern active for this module and none everywhere (the dispatcher checks this inline too).
+            if (!node.IsActive && !CallPath.ActiveEverywhere) return args;
 
             var stack = CallStack.Current;
             // Outside any facade call, an unfinished frame of this same module can only be left over from
@@ -48,35 +113,18 @@ namespace TorchHooks
             frame.Node = node;
             frame.Module = module;
             frame.CallIndex = node.NextCallIndex(stack.Pass);
-            // Snapshots: hooks added or removed while this call runs apply from the next call.
-            frame.GlobalForward = ModuleHooks.Forward.Snapshot;
-            frame.LocalForward = node.Forward.Snapshot;
-            frame.Args = args;
+            // The concerns taking part in this call, fixed when it begins: a concern switched on mid-call joins the next call.
+            int active = frame.Concerns = node.ActiveConcerns | CallPath.ConcernsActiveEverywhere;
 
-            // 2. Forward pre-hooks: global first, then local. A non-null result replaces the input.
-            foreach (var entry in ModuleHooks.ForwardPre.Snapshot)
-            {
-                if (entry.Fn is Func<torch.nn.Module, TArgs, HookResult<TArgs>?> hook && hook(module, args) is { } replaced)
-                    args = replaced.Value;
-            }
-            foreach (var entry in node.ForwardPre.Snapshot)
-            {
-                if (((Func<torch.nn.Module, TArgs, HookResult<TArgs>?>)entry.Fn)(module, args) is { } replaced)
-                    args = replaced.Value;
-            }
-            frame.Args = args;
-
-            // 3. The module's precision policy: an autocast region around forward only (hooks run outside
-            //    it, like PyTorch's decorator form); Float32 also casts lower-precision inputs.
-            if (node.Precision is { } policy)
-            {
-                args = policy.CastInputs(args, ref frame.CastInputs);
-                frame.Precision = policy.Enter();
-            }
+            var steps = s_in;
+            var bits = s_inBits;
+            for (int i = 0; i < steps.Length; i++)
+                if ((active & bits[i]) != 0) steps[i].In(frame, ref args);
             return args;
         }
 
-        public static TResult AfterForward(HookPoint<TArgs, TResult> node, torch.nn.Module module, TArgs args, TResult result)
+        /// <summary>The way out (the dispatcher's TorchSharp post-hook).</summary>
+        public static TResult AfterForward(HookPointOf<TArgs, TResult> node, torch.nn.Module module, TArgs args, TResult result)
         {
             var stack = CallStack.CurrentOrNull;
             if (stack is null || stack.Count == 0) return result;          // fast path
@@ -85,44 +133,26 @@ namespace TorchHooks
             if (index < stack.Count - 1) FinishAbandonedCalls(stack, index + 1); // children that threw, caught in our forward
             var frame = stack[index];
 
-            // 4. Close the precision region. TorchSharp hands the post-hook the input forward received, which
-            //    is the policy's float32 copy when a Float32 policy cast it; that copy is disposed here, so the
-            //    forward hooks get the input as it was after the pre-hooks (as with PyTorch's decorator form,
-            //    where the cast happens inside forward).
-            if (frame.CastInputs is not null && frame.Args is TArgs beforeCast) args = beforeCast;
-            frame.CloseForwardScope(result);
-
-            // 5. Forward hooks: global, then local. A non-null result replaces the output.
-            //    ForwardHooksStarted is advanced before each hook runs, so a hook that throws is never re-run.
-            var global = frame.GlobalForward;
-            var local = frame.LocalForward;
-            while (frame.ForwardHooksStarted < global.Length + local.Length)
-            {
-                int i = frame.ForwardHooksStarted++;
-                var entry = i < global.Length ? global[i] : local[i - global.Length];
-                if (entry.Fn is Func<torch.nn.Module, TArgs, TResult, HookResult<TResult>?> hook && hook(module, args, result) is { } replaced)
-                    result = replaced.Value;
-            }
+            var steps = s_out;
+            var bits = s_outBits;
+            int active = frame.Concerns;
+            for (int i = 0; i < steps.Length; i++)
+                if ((active & bits[i]) != 0) steps[i].Out(frame, ref args, ref result);
 
             stack.Pop();
             return result;
         }
 
-        /// <summary>6. The call failed: run the always_call forward hooks that have not run yet.</summary>
+        /// <summary>The call failed: every concern's failure step, in way-out order.</summary>
         public static void FinishFailedCall(CallFrame frame, List<Exception> suppressed)
         {
-            try { frame.CloseForwardScope(null); }
-            catch (Exception e) { suppressed.Add(e); }
-
-            var args = frame.Args is TArgs a ? a : default!;
-            var global = frame.GlobalForward;
-            var local = frame.LocalForward;
-            while (frame.ForwardHooksStarted < global.Length + local.Length)
+            var steps = s_out;
+            var bits = s_outBits;
+            int active = frame.Concerns;
+            for (int i = 0; i < steps.Length; i++)
             {
-                int i = frame.ForwardHooksStarted++;
-                var entry = i < global.Length ? global[i] : local[i - global.Length];
-                if (!entry.AlwaysCall || entry.Fn is not Func<torch.nn.Module, TArgs, TResult, HookResult<TResult>?> hook) continue;
-                try { hook(frame.Module, args, default!); }
+                if ((active & bits[i]) == 0) continue;
+                try { steps[i].Failed(frame, suppressed); }
                 catch (Exception e) { suppressed.Add(e); }
             }
         }

@@ -1,52 +1,39 @@
 using System;
 using System.Collections.Generic;
+using System.Runtime.CompilerServices;
 using TorchSharp;
 
 namespace TorchHooks
 {
     /// <summary>
-    /// The bookkeeping of one module call that is under way on this thread: what the call path needs
-    /// between "before forward" and "after forward", and to finish the call if forward throws.
-    /// Frames are reused objects, so an active call allocates nothing here.
+    /// The bookkeeping of one module call that is under way on this thread: which module, its call index,
+    /// and one slot of per-call state for each concern on the call path (<see cref="State{T}"/>).
+    /// Frames and their states are reused objects, so an active call allocates nothing here.
     /// </summary>
     internal sealed class CallFrame
     {
         public HookPoint Node = null!;
         public torch.nn.Module Module = null!;
         public int CallIndex;
-        /// <summary>Forward hooks as they were when the call began (global, then local).</summary>
-        public HookEntry[] GlobalForward = Array.Empty<HookEntry>();
-        public HookEntry[] LocalForward = Array.Empty<HookEntry>();
-        /// <summary>How many forward hooks (global then local) have started; a hook that threw counts as run.</summary>
-        public int ForwardHooksStarted;
-        /// <summary>The input after pre-hooks, kept for always_call hooks if the call fails.</summary>
-        public object? Args;
-        /// <summary>The autocast region of the module's precision policy, open while forward runs.</summary>
-        public AutocastToken Precision;
-        /// <summary>Inputs the precision policy cast for forward; disposed when the call ends.</summary>
-        public List<torch.Tensor>? CastInputs;
+        /// <summary>The concerns taking part in this call (bit <see cref="CallConcern.Slot"/> of each), fixed when it begins.</summary>
+        public int Concerns;
+        private readonly CallState?[] _states = new CallState?[CallPath.Concerns.Length];
 
-        /// <summary>Step 4 of the call path: closes the precision region and disposes cast inputs (except a returned one).</summary>
-        public void CloseForwardScope(object? result)
-        {
-            var precision = Precision;
-            Precision = default;
-            var cast = CastInputs;
-            CastInputs = null;
-            try { precision.Dispose(); }
-            finally
-            {
-                if (cast is not null)
-                    foreach (var t in cast)
-                        if (!ReferenceEquals(t, result)) t.Dispose();
-            }
-        }
+        /// <summary>
+        /// <paramref name="concern"/>'s state for this call: created the first time this frame is used by a call
+        /// the concern takes part in, cleared when the frame is popped, reused by later calls.
+        /// </summary>
+        public T State<T>(CallConcern concern) where T : CallState, new()
+            => Unsafe.As<T>(_states[concern.Slot] ??= new T());   // the slot holds only this concern's state type
+
+        /// <summary>The state if <paramref name="concern"/> created one for this frame, else null (for failure steps).</summary>
+        public T? StateIfAny<T>(CallConcern concern) where T : CallState
+            => Unsafe.As<T>(_states[concern.Slot]);
 
         public void Clear()
         {
-            Node = null!; Module = null!; Args = null; Precision = default; CastInputs = null;
-            GlobalForward = LocalForward = Array.Empty<HookEntry>();
-            ForwardHooksStarted = 0; CallIndex = 0;
+            Node = null!; Module = null!; CallIndex = 0; Concerns = 0;
+            foreach (var state in _states) state?.Clear();
         }
     }
 
@@ -96,7 +83,7 @@ namespace TorchHooks
 
         /// <summary>
         /// Finishes every call above <paramref name="keep"/> frames as failed, innermost first: runs the
-        /// always_call forward hooks that have not run yet and closes forward scopes. Exceptions thrown by
+        /// failure step of every concern (always_call forward hooks that have not run yet, precision regions). Exceptions thrown by
         /// those hooks are collected in <paramref name="suppressed"/>, never thrown.
         /// </summary>
         public void Unwind(int keep, List<Exception> suppressed)

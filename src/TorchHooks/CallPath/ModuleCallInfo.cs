@@ -1,3 +1,4 @@
+using System;
 using TorchSharp;
 
 namespace TorchHooks
@@ -10,37 +11,44 @@ namespace TorchHooks
     {
         internal ModuleCallInfo(string path, int callIndex, int depth, torch.nn.Module module)
         {
-            this.path = path; call_index = callIndex; this.depth = depth; this.module = module;
+            Path = path; CallIndex = callIndex; Depth = depth; Module = module;
         }
 
         /// <summary>The module's name as in <c>named_modules()</c>; the root is <c>""</c>.</summary>
-        public string path { get; }
+        public string Path { get; }
         /// <summary>
         /// 0 for the module's first call within the current outermost call (a facade call, or else the outermost
         /// hooked module call), 1 for the second, ... Exact when one thread at a time calls the model.
         /// </summary>
-        public int call_index { get; }
+        public int CallIndex { get; }
         /// <summary>Nesting depth among hooked calls (the outermost is 0).</summary>
-        public int depth { get; }
+        public int Depth { get; }
         /// <summary>The module being called.</summary>
-        public torch.nn.Module module { get; }
+        public torch.nn.Module Module { get; }
 
         /// <summary>
-        /// The innermost module call with active hooks on this thread, or null outside of any.
+        /// The innermost module call with active hooks on this thread. Read it inside a hook (or inside the
+        /// forward of a module that has hooks); elsewhere use <see cref="CurrentOrNull"/>.
         /// Only calls of modules that have hooks (local or global) are recorded.
         /// </summary>
-        public static ModuleCallInfo? Current
+        /// <exception cref="InvalidOperationException">No hooked module call is under way on this thread.</exception>
+        public static ModuleCallInfo Current
+            => CurrentOrNull ?? throw new InvalidOperationException(
+                "ModuleCallInfo.Current is read inside a hook (or the forward of a module with hooks); no hooked module call is under way on this thread. Use ModuleCallInfo.CurrentOrNull where there may be none.");
+
+        /// <summary>The innermost module call with active hooks on this thread, or null outside of any.</summary>
+        public static ModuleCallInfo? CurrentOrNull
         {
             get
             {
                 var stack = CallStack.CurrentOrNull;
                 var top = stack?.Top;
                 if (top is null) return null;
-                return new ModuleCallInfo(top.Node.path, top.CallIndex, stack!.Count - 1, top.Module);
+                return new ModuleCallInfo(top.Node.Path, top.CallIndex, stack!.Count - 1, top.Module);
             }
         }
 
         /// <inheritdoc />
-        public override string ToString() => $"{(path.Length == 0 ? "<root>" : path)}#{call_index}";
+        public override string ToString() => $"{(Path.Length == 0 ? "<root>" : Path)}#{CallIndex}";
     }
 }

@@ -13,9 +13,12 @@ namespace TorchHooks
         HookPoint this[string path] { get; }
 
         /// <summary>The hook point of the wrapped model itself (path <c>""</c>).</summary>
-        HookPoint root { get; }
+        HookPoint Root { get; }
 
         /// <summary>Every module path of the wrapped tree, root first.</summary>
-        System.Collections.Generic.IReadOnlyCollection<string> paths { get; }
+        System.Collections.Generic.IReadOnlyCollection<string> Paths { get; }
+
+        /// <summary>The wrapped tree (paths → hook points).</summary>
+        internal ModuleTree Tree { get; }
     }
 }

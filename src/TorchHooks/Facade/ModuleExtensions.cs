@@ -1,66 +1,72 @@
 using System;
 using System.Collections.Generic;
+using System.Linq;
+using System.Runtime.CompilerServices;
 using TorchSharp;
-using static TorchSharp.torch;
 using Tensor = TorchSharp.torch.Tensor;
-using Parameter = TorchSharp.Modules.Parameter;
 
 namespace TorchHooks
 {
-    /// <summary>Entry points: wrap a TorchSharp model in its hook-aware facade.</summary>
-    public static class ModuleExtensions
+    /// <summary>
+    /// Entry points: <c>model.WithHooks()</c> wraps a TorchSharp model in its hook-aware facade (one overload per
+    /// forward arity, 1–6 inputs, generated from src/TorchHooks.Generators/ArityFamilyGenerator.cs), and what
+    /// every facade offers whatever its arity.
+    /// </summary>
+    public static partial class ModuleExtensions
     {
-        private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<nn.Module, object> s_facades = new();
+        private static readonly ConditionalWeakTable<torch.nn.Module, object> s_facades = new();
+
+        private static TFacade Wrap<TModel, TFacade>(TModel model, Func<TModel, TFacade> create)
+            where TModel : torch.nn.Module where TFacade : class
+        {
+            if (model is null) throw new ArgumentNullException(nameof(model), "Pass the TorchSharp module to wrap.");
+            if (model is TFacade already) return already;
+            return (TFacade)s_facades.GetValue(model, m => create((TModel)m));
+        }
 
         /// <summary>
-        /// Wraps <paramref name="model"/> (and its whole submodule tree) in a hook-aware facade. Idempotent:
-        /// wrapping a facade returns it, and wrapping the same model twice returns the same facade.
+        /// The hook points of every module of the wrapped tree that can be hooked — every module with a forward,
+        /// root first, in <see cref="IHookedModule.Paths"/> order; <c>ModuleList</c>/<c>ModuleDict</c> containers,
+        /// which <c>m[path]</c> rejects, are left out. "Hook everything": <c>foreach (var p in m.HookPoints()) …</c>.
         /// </summary>
-        public static HookedModule<T, TResult> WithHooks<T, TResult>(this nn.Module<T, TResult> model)
+        public static IReadOnlyList<HookPoint> HookPoints(this IHookedModule model)
+            => (model ?? throw new ArgumentNullException(nameof(model), "Call HookPoints() on a facade from WithHooks().")).Tree.HookPoints();
+
+        /// <summary>The hook points of the modules of type <typeparamref name="TModule"/> (e.g. every <c>Conv2d</c>), in <see cref="HookPoints(IHookedModule)"/> order.</summary>
+        public static IReadOnlyList<HookPoint> HookPoints<TModule>(this IHookedModule model) where TModule : torch.nn.Module
+            => model.HookPoints().Where(p => p.Module is TModule).ToList();
+
+        /// <summary>The hook points for which <paramref name="predicate"/> holds (it sees <see cref="HookPoint.Path"/>, <see cref="HookPoint.Module"/>…).</summary>
+        public static IReadOnlyList<HookPoint> HookPoints(this IHookedModule model, Func<HookPoint, bool> predicate)
         {
-            if (model is null) throw new ArgumentNullException(nameof(model), "Pass the TorchSharp module to wrap.");
-            if (model is HookedModule<T, TResult> already) return already;
-            return (HookedModule<T, TResult>)s_facades.GetValue(model, m => new HookedModule<T, TResult>((nn.Module<T, TResult>)m));
+            if (predicate is null) throw new ArgumentNullException(nameof(predicate), "Pass a condition, e.g. p => p.Path.StartsWith(\"encoder.\").");
+            return model.HookPoints().Where(predicate).ToList();
         }
 
-        /// <summary>Wraps a model with 2 inputs; see <see cref="WithHooks{T,TResult}(nn.Module{T,TResult})"/>.</summary>
-        public static HookedModule<T1, T2, TResult> WithHooks<T1, T2, TResult>(this nn.Module<T1, T2, TResult> model)
+        /// <summary>
+        /// Temporary hooks of any signature: every hook <paramref name="register"/> registers is removed when the
+        /// returned scope is disposed (never hooks registered elsewhere), e.g.
+        /// <c>using (m.Hooks(() =&gt; m["encoder.0"].register_forward_hook((mod, x, y) =&gt; null))) { m.call(x); }</c>.
+        /// All or none: if a registration throws, the ones already made are removed. See <see cref="HookScope.Collect"/>.
+        /// </summary>
+        public static HookScope Hooks(this IHookedModule model, Action register)
         {
-            if (model is null) throw new ArgumentNullException(nameof(model), "Pass the TorchSharp module to wrap.");
-            if (model is HookedModule<T1, T2, TResult> already) return already;
-            return (HookedModule<T1, T2, TResult>)s_facades.GetValue(model, m => new HookedModule<T1, T2, TResult>((nn.Module<T1, T2, TResult>)m));
+            if (model is null) throw new ArgumentNullException(nameof(model), "Call Hooks(...) on a facade from WithHooks().");
+            return HookScope.Collect(register);
         }
 
-        /// <summary>Wraps a model with 3 inputs; see <see cref="WithHooks{T,TResult}(nn.Module{T,TResult})"/>.</summary>
-        public static HookedModule<T1, T2, T3, TResult> WithHooks<T1, T2, T3, TResult>(this nn.Module<T1, T2, T3, TResult> model)
+        /// <summary>
+        /// Temporary hooks on <c>Tensor → Tensor</c> modules by path, removed when the returned scope is
+        /// disposed: <c>using (m.Hooks(fwd: new[] { ("encoder.0", hook) })) { m.call(x); }</c>. All paths are
+        /// checked before any hook is registered.
+        /// </summary>
+        public static HookScope Hooks(this IHookedModule model,
+            IEnumerable<(string path, Func<torch.nn.Module, Tensor, Tensor, HookResult<Tensor>?> hook)>? fwd = null,
+            IEnumerable<(string path, Func<torch.nn.Module, Tensor, HookResult<Tensor>?> hook)>? pre = null,
+            bool always_call = false)
         {
-            if (model is null) throw new ArgumentNullException(nameof(model), "Pass the TorchSharp module to wrap.");
-            if (model is HookedModule<T1, T2, T3, TResult> already) return already;
-            return (HookedModule<T1, T2, T3, TResult>)s_facades.GetValue(model, m => new HookedModule<T1, T2, T3, TResult>((nn.Module<T1, T2, T3, TResult>)m));
-        }
-
-        /// <summary>Wraps a model with 4 inputs; see <see cref="WithHooks{T,TResult}(nn.Module{T,TResult})"/>.</summary>
-        public static HookedModule<T1, T2, T3, T4, TResult> WithHooks<T1, T2, T3, T4, TResult>(this nn.Module<T1, T2, T3, T4, TResult> model)
-        {
-            if (model is null) throw new ArgumentNullException(nameof(model), "Pass the TorchSharp module to wrap.");
-            if (model is HookedModule<T1, T2, T3, T4, TResult> already) return already;
-            return (HookedModule<T1, T2, T3, T4, TResult>)s_facades.GetValue(model, m => new HookedModule<T1, T2, T3, T4, TResult>((nn.Module<T1, T2, T3, T4, TResult>)m));
-        }
-
-        /// <summary>Wraps a model with 5 inputs; see <see cref="WithHooks{T,TResult}(nn.Module{T,TResult})"/>.</summary>
-        public static HookedModule<T1, T2, T3, T4, T5, TResult> WithHooks<T1, T2, T3, T4, T5, TResult>(this nn.Module<T1, T2, T3, T4, T5, TResult> model)
-        {
-            if (model is null) throw new ArgumentNullException(nameof(model), "Pass the TorchSharp module to wrap.");
-            if (model is HookedModule<T1, T2, T3, T4, T5, TResult> already) return already;
-            return (HookedModule<T1, T2, T3, T4, T5, TResult>)s_facades.GetValue(model, m => new HookedModule<T1, T2, T3, T4, T5, TResult>((nn.Module<T1, T2, T3, T4, T5, TResult>)m));
-        }
-
-        /// <summary>Wraps a model with 6 inputs; see <see cref="WithHooks{T,TResult}(nn.Module{T,TResult})"/>.</summary>
-        public static HookedModule<T1, T2, T3, T4, T5, T6, TResult> WithHooks<T1, T2, T3, T4, T5, T6, TResult>(this nn.Module<T1, T2, T3, T4, T5, T6, TResult> model)
-        {
-            if (model is null) throw new ArgumentNullException(nameof(model), "Pass the TorchSharp module to wrap.");
-            if (model is HookedModule<T1, T2, T3, T4, T5, T6, TResult> already) return already;
-            return (HookedModule<T1, T2, T3, T4, T5, T6, TResult>)s_facades.GetValue(model, m => new HookedModule<T1, T2, T3, T4, T5, T6, TResult>((nn.Module<T1, T2, T3, T4, T5, T6, TResult>)m));
+            if (model is null) throw new ArgumentNullException(nameof(model), "Call Hooks(...) on a facade from WithHooks().");
+            return HookScope.Create(p => model[p], fwd, pre, always_call);
         }
     }
 }

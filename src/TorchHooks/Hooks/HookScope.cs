@@ -12,10 +12,37 @@ namespace TorchHooks
     /// </summary>
     public sealed class HookScope : IDisposable
     {
+        [ThreadStatic] private static HookScope? t_recording;
         private readonly List<RemovableHandle> _handles = new();
 
+        /// <summary>
+        /// Runs <paramref name="register"/> and puts every hook it registers on this thread — on any module, of
+        /// any signature, global hooks and precision policies too — into one new scope. All or none: if
+        /// <paramref name="register"/> throws (a bad path, a hook of the wrong signature), the hooks it already
+        /// registered are removed before the exception propagates.
+        /// </summary>
+        public static HookScope Collect(Action register)
+        {
+            if (register is null) throw new ArgumentNullException(nameof(register), "Pass the registrations, e.g. () => m[\"encoder.0\"].register_forward_hook((mod, x, y) => null).");
+            var scope = new HookScope();
+            var outer = t_recording;
+            t_recording = scope;
+            try { register(); }
+            catch
+            {
+                t_recording = outer;
+                scope.Dispose();
+                throw;
+            }
+            finally { t_recording = outer; }
+            return scope;
+        }
+
+        /// <summary>Called for every new handle: the scope being collected on this thread (if any) takes it.</summary>
+        internal static void Record(RemovableHandle handle) => t_recording?._handles.Add(handle);
+
         /// <summary>The handles of the hooks this scope added, in registration order.</summary>
-        public IReadOnlyList<RemovableHandle> handles => _handles;
+        public IReadOnlyList<RemovableHandle> Handles => _handles;
 
         /// <summary>Adds an already registered hook to the scope, so the scope removes it too.</summary>
         public RemovableHandle Add(RemovableHandle handle)

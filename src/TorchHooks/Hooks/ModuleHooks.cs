@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Generic;
 using TorchSharp;
 using Tensor = TorchSharp.torch.Tensor;
 
@@ -17,13 +18,34 @@ namespace TorchHooks
     /// </remarks>
     public static class ModuleHooks
     {
-        internal static readonly HookList ForwardPre = new(Recompute);
-        internal static readonly HookList Forward = new(Recompute);
-        private static volatile bool s_active;
+        internal static readonly HookList ForwardPre = new(CallPath.RecomputeEverywhere);
+        internal static readonly HookList Forward = new(CallPath.RecomputeEverywhere);
 
-        internal static bool IsActive => s_active;
+        /// <summary>Whether any global forward hook is registered.</summary>
+        internal static bool IsActive => ForwardPre.Count > 0 || Forward.Count > 0;
 
-        private static void Recompute() => s_active = ForwardPre.Count > 0 || Forward.Count > 0;
+        /// <summary>
+        /// The handles of every registered global hook (forward pre-hooks, then forward hooks, each in
+        /// registration order): a global hook whose handle was lost can still be found and removed.
+        /// </summary>
+        public static IReadOnlyList<RemovableHandle> Handles
+        {
+            get
+            {
+                var handles = new List<RemovableHandle>();
+                foreach (var list in new[] { ForwardPre, Forward })
+                    foreach (var entry in list.Snapshot) handles.Add(entry.Handle);
+                return handles;
+            }
+        }
+
+        /// <summary>Removes every global hook (PyTorch keeps them in module-level dicts one clears by hand). Returns how many were removed.</summary>
+        public static int RemoveAll()
+        {
+            var handles = Handles;
+            foreach (var h in handles) h.remove();
+            return handles.Count;
+        }
 
         /// <summary>Registers a global forward pre-hook for every <c>Tensor → …</c> module. Return null to keep the input, a tensor to replace it.</summary>
         public static RemovableHandle register_module_forward_pre_hook(Func<torch.nn.Module, Tensor, HookResult<Tensor>?> hook)

@@ -17,6 +17,7 @@ namespace TorchHooks
         {
             id = Interlocked.Increment(ref s_nextId);
             _remove = remove;
+            HookScope.Record(this);
         }
 
         /// <summary>Process-wide unique id; ids are never reused.</summary>

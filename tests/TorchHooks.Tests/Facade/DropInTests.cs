@@ -134,7 +134,7 @@ namespace TorchHooks.Tests.Facade
             var net = nn.Linear(2, 2);
             var m = net.WithHooks();
             Assert.That(m.Unwrap(), Is.SameAs(net));
-            Assert.That(m.module, Is.SameAs(net));
+            Assert.That(m.Module, Is.SameAs(net));
             Assert.That(m.WithHooks(), Is.SameAs(m), "wrapping a facade returns it");
             Assert.That(net.WithHooks(), Is.SameAs(m), "wrapping the same model twice returns the same facade");
         }

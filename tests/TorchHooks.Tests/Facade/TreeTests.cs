@@ -16,10 +16,10 @@ namespace TorchHooks.Tests.Facade
         public void PathsFollowNamedModulesWithTheRootFirst()
         {
             var m = new GoldenNet().WithHooks();
-            Assert.That(m.paths, Is.EqualTo(new[] { "", "enc", "shared", "dec", "enc.0", "enc.1", "dec.0" }));
-            Assert.That(m[""], Is.SameAs(m.root));
-            Assert.That(m["enc.0"].module, Is.InstanceOf<Linear>());
-            Assert.That(m["enc.0"].signature, Is.EqualTo("Module<Tensor, Tensor>"));
+            Assert.That(m.Paths, Is.EqualTo(new[] { "", "enc", "shared", "dec", "enc.0", "enc.1", "dec.0" }));
+            Assert.That(m[""], Is.SameAs(m.Root));
+            Assert.That(m["enc.0"].Module, Is.InstanceOf<Linear>());
+            Assert.That(m["enc.0"].Signature, Is.EqualTo("Module<Tensor, Tensor>"));
         }
 
         [Test]
@@ -29,8 +29,8 @@ namespace TorchHooks.Tests.Facade
             var seen = new List<(string, int)>();
             using var h = m["shared"].register_forward_hook((mod, x, y) =>
             {
-                var info = ModuleCallInfo.Current!.Value;
-                seen.Add((info.path, info.call_index));
+                var info = ModuleCallInfo.Current;
+                seen.Add((info.Path, info.CallIndex));
                 return null;
             });
             using var x = GoldenNet.Input();
@@ -47,7 +47,7 @@ namespace TorchHooks.Tests.Facade
             var m = net.WithHooks();
             var seen = new List<int>();
             using var root = m.register_forward_hook((mod, x, y) => null);
-            using var h = m["shared"].register_forward_hook((mod, x, y) => { seen.Add(ModuleCallInfo.Current!.Value.call_index); return null; });
+            using var h = m["shared"].register_forward_hook((mod, x, y) => { seen.Add(ModuleCallInfo.Current.CallIndex); return null; });
             using var x = GoldenNet.Input();
             using (m.call(x)) { }
             using (net.call(x)) { }
@@ -86,7 +86,7 @@ namespace TorchHooks.Tests.Facade
         {
             var m = new Stack().WithHooks();
             var paths = new List<string>();
-            using var h = ModuleHooks.register_module_forward_hook((mod, x, y) => { paths.Add(ModuleCallInfo.Current!.Value.path); return null; });
+            using var h = ModuleHooks.register_module_forward_hook((mod, x, y) => { paths.Add(ModuleCallInfo.Current.Path); return null; });
             using (m.call(ones(1, 2))) { }
             Assert.That(paths, Is.EqualTo(new[] { "layers.0", "layers.1", "layers.2", "" }));
         }
@@ -110,7 +110,7 @@ namespace TorchHooks.Tests.Facade
             using (m2.register_forward_pre_hook((mod, a, b) => (a * 2, b)))
             using (m2.register_forward_hook((mod, a, b, y) => y + 0.25))
             using (var y = m2.call(ones(1), ones(1))) Assert.That(TensorAssert.Values(y), Is.EqualTo(new[] { 3.25 }));
-            Assert.That(new Add2().WithHooks().module, Is.InstanceOf<Add2>());
+            Assert.That(new Add2().WithHooks().Module, Is.InstanceOf<Add2>());
 
             var m3 = new Add3().WithHooks();
             using (m3.register_forward_hook((mod, a, b, c, y) => -y)) using (var y = m3.call(ones(1), ones(1), ones(1))) Assert.That(TensorAssert.Values(y), Is.EqualTo(new[] { -111.0 }));
@@ -186,7 +186,7 @@ namespace TorchHooks.Tests.Facade
             var mha = nn.MultiheadAttention(4, 2);
             var m = new AttentionBlock(mha).WithHooks();
             var point = m["attn"];
-            Assert.That(point.signature, Does.StartWith("Module<Tensor, Tensor, Tensor"));
+            Assert.That(point.Signature, Does.StartWith("Module<Tensor, Tensor, Tensor"));
             int fired = 0;
             using var h = point.register_forward_hook<Tensor, Tensor, Tensor, Tensor?, bool, Tensor?, Tuple<Tensor, Tensor>>((mod, q, k, v, padding, need, mask, y) => { fired++; return null; });
             using var x = ones(3, 1, 4);
@@ -229,7 +229,7 @@ namespace TorchHooks.Tests.Facade
             var e = Assert.Throws<ArgumentException>(() => m["add2"].register_forward_hook((mod, x, y) => null));
             Assert.That(e!.ParamName, Is.EqualTo("hook"));
             Assert.That(e.Message, Does.Contain("Module<Tensor, Tensor, Tensor>").And.Contain("add2"));
-            Assert.That(m["add2"].forward_hook_count, Is.Zero, "nothing half-registered");
+            Assert.That(m["add2"].ForwardHookCount, Is.Zero, "nothing half-registered");
         }
 
         [Test]
@@ -244,12 +244,12 @@ namespace TorchHooks.Tests.Facade
         public void ScopeWithABadPathRegistersNothing()
         {
             var m = new GoldenNet().WithHooks();
-            Assert.Throws<KeyNotFoundException>(() => m.hooks(fwd: new (string, Func<nn.Module, Tensor, Tensor, HookResult<Tensor>?>)[]
+            Assert.Throws<KeyNotFoundException>(() => m.Hooks(fwd: new (string, Func<nn.Module, Tensor, Tensor, HookResult<Tensor>?>)[]
             {
                 ("enc.0", (mod, x, y) => null),
                 ("nope", (mod, x, y) => null),
             }));
-            Assert.That(m["enc.0"].forward_hook_count, Is.Zero);
+            Assert.That(m["enc.0"].ForwardHookCount, Is.Zero);
         }
 
         [Test]
@@ -258,9 +258,9 @@ namespace TorchHooks.Tests.Facade
             var m = new GoldenNet().WithHooks();
             var fired = new List<string>();
             using var users = m["enc.0"].register_forward_hook((mod, x, y) => { fired.Add("user"); return null; });
-            using (m.hooks(fwd: new (string, Func<nn.Module, Tensor, Tensor, HookResult<Tensor>?>)[] { ("enc.0", (mod, x, y) => { fired.Add("scoped"); return null; }) }))
+            using (m.Hooks(fwd: new (string, Func<nn.Module, Tensor, Tensor, HookResult<Tensor>?>)[] { ("enc.0", (mod, x, y) => { fired.Add("scoped"); return null; }) }))
             {
-                using (m.hooks(pre: new (string, Func<nn.Module, Tensor, HookResult<Tensor>?>)[] { ("enc.0", (mod, x) => { fired.Add("inner-pre"); return null; }) }))
+                using (m.Hooks(pre: new (string, Func<nn.Module, Tensor, HookResult<Tensor>?>)[] { ("enc.0", (mod, x) => { fired.Add("inner-pre"); return null; }) }))
                 using (m.call(GoldenNet.Input())) { }
                 using (m.call(GoldenNet.Input())) { }
             }

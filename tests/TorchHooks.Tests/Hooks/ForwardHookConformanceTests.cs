@@ -107,7 +107,7 @@ namespace TorchHooks.Tests.Hooks
             using var pre = point.register_forward_pre_hook<Tensor, Tensor, Tensor>((m, a, b, c) => (a, b * 0 + 7, c));
             using var fwd = point.register_forward_hook<Tensor, Tensor, Tensor, Tensor>((m, a, b, c, y) => { seenB = b.alias(); return y + 1000; });
             using var x = ones(1);
-            using var direct = ((AllArities)tree.module).add3.call(ones(1), ones(1), ones(1));
+            using var direct = ((AllArities)tree.Module).add3.call(ones(1), ones(1), ones(1));
             // a + 7*10 + c*100 + 1000 = 1 + 70 + 100 + 1000
             Assert.That(TensorAssert.Values(direct), Is.EqualTo(new[] { 1171.0 }));
             Assert.That(TensorAssert.Values(seenB!), Is.EqualTo(new[] { 7.0 }), "the forward hook sees the inputs after pre-hooks");
@@ -121,10 +121,10 @@ namespace TorchHooks.Tests.Hooks
             var point = tree["add3"];
             var pre = point.register_forward_pre_hook<Tensor, Tensor, Tensor>((m, a, b, c) => (a, b * 0 + 7, c));
             var fwd = point.register_forward_hook<Tensor, Tensor, Tensor, Tensor>((m, a, b, c, y) => y + 1000);
-            var add3 = ((AllArities)tree.module).add3;
+            var add3 = ((AllArities)tree.Module).add3;
             using (var y = add3.call(ones(1), ones(1), ones(1))) Assert.That(TensorAssert.Values(y), Is.EqualTo(new[] { 1171.0 }));
             pre.remove(); fwd.remove();
-            Assert.That(point.forward_pre_hook_count + point.forward_hook_count, Is.Zero, "remove() clears the tables");
+            Assert.That(point.ForwardPreHookCount + point.ForwardHookCount, Is.Zero, "remove() clears the tables");
             using (var y = add3.call(ones(1), ones(1), ones(1))) Assert.That(TensorAssert.Values(y), Is.EqualTo(new[] { 111.0 }), "behaviour reverts");
         }
 
@@ -227,8 +227,8 @@ namespace TorchHooks.Tests.Hooks
                 using (b.call(x)) { }
             }
             Assert.That(seen.Count, Is.EqualTo(1 + 3), "the Linear, then the Sequential's two children and the Sequential");
-            Assert.That(seen[0], Is.SameAs(a.module));
-            Assert.That(seen[3], Is.SameAs(b.module), "the container finishes last");
+            Assert.That(seen[0], Is.SameAs(a.Module));
+            Assert.That(seen[3], Is.SameAs(b.Module), "the container finishes last");
         }
 
         [Test(Description = "upstream: TestModuleGlobalHooks.test_module_global_hook_invalid_outputs / test_module_forward_preforward_hook_removable (handle as a scope)")]
@@ -287,7 +287,7 @@ namespace TorchHooks.Tests.Hooks
             var expected = golden.GetProperty("events").EnumerateArray().Select(e => e.ValueKind == System.Text.Json.JsonValueKind.Number ? e.GetInt32().ToString() : e.GetString()!).ToArray();
             Assert.That(events, Is.EqualTo(expected));
             Assert.That(TensorAssert.Values(y1).SequenceEqual(TensorAssert.Values(y2)), Is.EqualTo(golden.GetProperty("same_output").GetBoolean()));
-            Assert.That(m.root.forward_pre_hook_count, Is.EqualTo(golden.GetProperty("remaining").GetInt32()));
+            Assert.That(m.Root.ForwardPreHookCount, Is.EqualTo(golden.GetProperty("remaining").GetInt32()));
         }
 
         [Test(Description = "upstream: TestModuleGlobalHooks.test_module_forward_forward_hook_removable")]
@@ -312,7 +312,7 @@ namespace TorchHooks.Tests.Hooks
             Assert.That(events, Is.EqualTo(new[] { 0, 1, 2, 2 }));
             Assert.That(TensorAssert.Values(y2), Is.EqualTo(TensorAssert.Values(y1)), "the output is right after hooks removed themselves");
             handles[2].remove();
-            Assert.That(m.root.forward_hook_count, Is.Zero, "the table ends empty");
+            Assert.That(m.Root.ForwardHookCount, Is.Zero, "the table ends empty");
         }
 
         [Test(Description = "upstream: TestModuleGlobalHooks.test_global_and_local_hooks_order (golden from PyTorch 1.13: the whole tree)")]
@@ -324,7 +324,7 @@ namespace TorchHooks.Tests.Hooks
             var scope = new HookScope();
             scope.Add(ModuleHooks.register_module_forward_pre_hook((mod, x) => { events.Add("gpre:" + Path(m, mod)); return null; }));
             scope.Add(ModuleHooks.register_module_forward_hook((mod, x, y) => { events.Add("gfwd:" + Path(m, mod)); return null; }));
-            foreach (var path in m.paths)
+            foreach (var path in m.Paths)
             {
                 var p = path;
                 scope.Add(m[p].register_forward_pre_hook((mod, x) => { events.Add("pre:" + p); return null; }));
@@ -338,7 +338,7 @@ namespace TorchHooks.Tests.Hooks
             Assert.That(events, Is.EqualTo(expected));
         }
 
-        private static string Path(IHookedModule m, nn.Module module) => m.paths.First(p => ReferenceEquals(m[p].module, module));
+        private static string Path(IHookedModule m, nn.Module module) => m.Paths.First(p => ReferenceEquals(m[p].Module, module));
 
         [Test(Description = "upstream: TestModuleGlobalHooks.test_module_global_forward_preforward_hook_writeable")]
         public void GlobalPreHookReplacesInput()
@@ -354,7 +354,7 @@ namespace TorchHooks.Tests.Hooks
         public void GlobalHookOnMultiInputModule()
         {
             var tree = new AllArities().WithHooks();
-            var add2 = ((AllArities)tree.module).add2;
+            var add2 = ((AllArities)tree.Module).add2;
             (Tensor, Tensor)? seen = null;
             using var h = ModuleHooks.register_module_forward_hook<(Tensor, Tensor), Tensor>((mod, args, y) =>
             {

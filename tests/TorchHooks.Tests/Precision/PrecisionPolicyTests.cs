@@ -67,7 +67,7 @@ namespace TorchHooks.Tests.Precision
             using var local = m["norm"].register_forward_hook((mod, input, y) => { seen.Add($"local {input.dtype} -> {y.dtype}"); return null; });
             using var global = ModuleHooks.register_module_forward_hook((mod, input, y) =>
             {
-                if (ReferenceEquals(mod, m["norm"].module)) seen.Add($"global {input.dtype} -> {y.dtype}");
+                if (ReferenceEquals(mod, m["norm"].Module)) seen.Add($"global {input.dtype} -> {y.dtype}");
                 return null;
             });
             using var x = randn(2, 8);
@@ -171,7 +171,7 @@ namespace TorchHooks.Tests.Precision
         {
             var e = Assert.Throws<ArgumentException>(() => PrecisionPolicy.Autocast(DeviceType.CPU, ScalarType.Float64));
             Assert.That(e!.ParamName, Is.EqualTo("dtype"));
-            Assert.Throws<ArgumentNullException>(() => nn.Linear(1, 1).WithHooks().root.SetPrecision(null!));
+            Assert.Throws<ArgumentNullException>(() => nn.Linear(1, 1).WithHooks().Root.SetPrecision(null!));
         }
 
         [Test]

@@ -38,6 +38,15 @@ namespace TorchHooks
             _byPath = byPath;
         }
 
+        /// <summary>The hook points of every module that has a forward, in <see cref="Paths"/> order (no ModuleList/ModuleDict).</summary>
+        public IReadOnlyList<HookPoint> HookPoints()
+        {
+            var points = new List<HookPoint>();
+            foreach (var (path, module) in _byPath)
+                if (Dispatchers.GetOrInstall(module, path) is { } point) points.Add(point);
+            return points;
+        }
+
         public HookPoint this[string path]
         {
             get
@@ -49,6 +58,25 @@ namespace TorchHooks
                 return Dispatchers.GetOrInstall(module, path)
                     ?? throw new ArgumentException($"Module '{path}' ({module.GetType().Name}) has no forward, so hooks on it would never fire (as in PyTorch, where they silently don't). Hook its children instead: {string.Join(", ", _byPath.Keys.Where(k => k.StartsWith(path + ".", StringComparison.Ordinal)).Take(5).Select(p => $"'{p}'"))}.", nameof(path));
             }
+        }
+
+        /// <summary>The hook point of <paramref name="module"/> (or of the model a facade wraps), found by reference.</summary>
+        public HookPoint PointOf(torch.nn.Module module)
+        {
+            if (module is null) throw new ArgumentNullException(nameof(module), "Pass a module of the wrapped model, e.g. model.encoder.");
+            if (module is IHookedModule facade) module = facade.Unwrap();
+            string? path = Find(module);
+            if (path is null) { Refresh(); path = Find(module); }
+            if (path is null)
+                throw new ArgumentException($"The {module.GetType().Name} passed is not a module of this wrapped model (its modules: named_modules() of the model). Pass one of its submodules, or wrap that module itself with WithHooks().", nameof(module));
+            return this[path];
+        }
+
+        private string? Find(torch.nn.Module module)
+        {
+            foreach (var (path, m) in _byPath)
+                if (ReferenceEquals(m, module)) return path;
+            return null;
         }
 
         /// <summary>Up to three paths closest to <paramref name="path"/> by edit distance.</summary>

@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Runtime.CompilerServices;
+using System.Threading;
 using TorchSharp;
 using static TorchSharp.torch;
 using Tensor = TorchSharp.torch.Tensor;
@@ -23,7 +24,7 @@ namespace TorchHooks
     {
         private PrecisionPolicy(DeviceType deviceType, ScalarType? dtype, bool enabled, bool castInputs)
         {
-            device_type = deviceType; this.dtype = dtype; this.enabled = enabled; cast_inputs_to_float32 = castInputs;
+            device_type = deviceType; this.dtype = dtype; this.enabled = enabled; CastInputsToFloat32 = castInputs;
         }
 
         /// <summary>The device type whose autocast state the policy sets.</summary>
@@ -33,7 +34,7 @@ namespace TorchHooks
         /// <summary>Whether autocast is enabled inside the region.</summary>
         public bool enabled { get; }
         /// <summary>Whether lower-precision floating inputs are cast to float32 before forward.</summary>
-        public bool cast_inputs_to_float32 { get; }
+        public bool CastInputsToFloat32 { get; }
 
         /// <summary>
         /// Run the module under autocast: <paramref name="dtype"/> BFloat16 or Float16 (default: CPU BFloat16,
@@ -59,7 +60,7 @@ namespace TorchHooks
         }
 
         /// <summary>
-        /// Opens the region (step 3 of the call path). libtorch's cast cache is keyed by tensor, not by target
+        /// Opens the region (the precision step on the way in). libtorch's cast cache is keyed by tensor, not by target
         /// dtype: inside an enabled region of another dtype, a cached cast of a shared parameter would come back
         /// in the outer dtype. So a region whose dtype differs from an enclosing enabled region's runs with the
         /// cast cache off.
@@ -74,7 +75,7 @@ namespace TorchHooks
         /// <summary>Casts lower-precision floating tensor inputs to float32; records the copies in <paramref name="created"/>.</summary>
         internal TArgs CastInputs<TArgs>(TArgs args, ref List<Tensor>? created)
         {
-            if (!cast_inputs_to_float32) return args;
+            if (!CastInputsToFloat32) return args;
             if (args is Tensor t) return (TArgs)(object)Cast(t, ref created);
             if (args is ITuple tuple)
             {
@@ -100,5 +101,102 @@ namespace TorchHooks
 
         /// <inheritdoc />
         public override string ToString() => enabled ? $"Autocast({device_type}, {dtype})" : $"Float32({device_type})";
+    }
+
+    /// <summary>
+    /// The precision concern of the call path, the innermost one: on the way in, after every other step,
+    /// the module's policy casts its inputs (Float32) and opens its autocast region; on the way out, first,
+    /// the region closes and the cast copies are disposed, so forward hooks see the inputs as they were
+    /// before the cast; on failure the same. Hooks run outside the region, like PyTorch's decorator form.
+    /// </summary>
+    internal sealed class PrecisionConcern : CallConcern
+    {
+        public static readonly PrecisionConcern Instance = new();
+
+        public override bool IsActiveFor(HookPoint node) => node.Precision is not null;
+
+        public override CallSteps<TArgs, TResult> Steps<TArgs, TResult>() => new Typed<TArgs, TResult>();
+
+        /// <summary>Per call: the open region, the inputs cast for forward, and the inputs before the cast.</summary>
+        private sealed class State : CallState
+        {
+            public AutocastToken Region;
+            public List<Tensor>? Cast;
+            public object? ArgsBeforeCast;
+
+            public override void Clear() { Region = default; Cast = null; ArgsBeforeCast = null; }
+
+            /// <summary>Closes the region and disposes the cast inputs (except one forward returned).</summary>
+            public void Close(object? result)
+            {
+                var region = Region;
+                var cast = Cast;
+                Region = default;
+                Cast = null;
+                try { region.Dispose(); }
+                finally
+                {
+                    if (cast is not null)
+                        foreach (var t in cast)
+                            if (!ReferenceEquals(t, result)) t.Dispose();
+                }
+            }
+        }
+
+        private sealed class Typed<TArgs, TResult> : CallSteps<TArgs, TResult>
+        {
+            public override void In(CallFrame frame, ref TArgs args)
+            {
+                if (frame.Node.Precision is not { } policy) return;
+                var state = frame.State<State>(Instance);
+                var before = args;
+                args = policy.CastInputs(args, ref state.Cast);
+                if (state.Cast is not null) state.ArgsBeforeCast = before;
+                state.Region = policy.Enter();
+            }
+
+            // TorchSharp hands the post-hook the input forward received, which is the policy's float32 copy when
+            // a Float32 policy cast it; that copy is disposed here, so later steps (the forward hooks) get the
+            // input as it was before the cast (as with PyTorch's decorator form, where the cast happens inside forward).
+            public override void Out(CallFrame frame, ref TArgs args, ref TResult result)
+            {
+                if (frame.StateIfAny<State>(Instance) is not { } state) return;
+                if (state.Cast is not null && state.ArgsBeforeCast is TArgs before) args = before;
+                state.Close(result);
+            }
+
+            public override void Failed(CallFrame frame, List<Exception> suppressed)
+            {
+                try { frame.StateIfAny<State>(Instance)?.Close(null); }
+                catch (Exception e) { suppressed.Add(e); }
+            }
+        }
+    }
+
+    // The precision policy's place on the per-module node (Tree/HookPoint.cs).
+    public abstract partial class HookPoint
+    {
+        private PrecisionPolicy? _precision;
+
+        /// <summary>The module's precision policy, or null (see <see cref="SetPrecision"/>).</summary>
+        public PrecisionPolicy? Precision => Volatile.Read(ref _precision);
+
+        /// <summary>
+        /// Runs this module's forward (and everything it calls) under <paramref name="policy"/>, e.g.
+        /// <c>PrecisionPolicy.Autocast(DeviceType.CPU, ScalarType.BFloat16)</c> or <c>PrecisionPolicy.Float32()</c>
+        /// for a norm or loss layer inside an autocast region. Replaces an earlier policy; removing the
+        /// returned handle clears the policy if it is still this one.
+        /// </summary>
+        public RemovableHandle SetPrecision(PrecisionPolicy policy)
+        {
+            if (policy is null) throw new ArgumentNullException(nameof(policy), "Pass PrecisionPolicy.Autocast(...) or PrecisionPolicy.Float32(); remove the returned handle to clear it.");
+            Volatile.Write(ref _precision, policy);
+            Recompute();
+            return new RemovableHandle(_ =>
+            {
+                Interlocked.CompareExchange(ref _precision, null, policy);
+                Recompute();
+            });
+        }
     }
 }

@@ -1,0 +1,101 @@
+using System;
+using System.Collections.Generic;
+using TorchSharp;
+
+namespace TorchHooks
+{
+    /// <summary>
+    /// The forward-hooks concern of the call path: forward pre-hooks on the way in, forward hooks on the way
+    /// out, and the always_call forward hooks when the call fails — global hooks (<see cref="ModuleHooks"/>)
+    /// before the module's own (<see cref="HookPoint.register_forward_hook(Func{torch.nn.Module, torch.Tensor, torch.Tensor, HookResult{torch.Tensor}?}, bool, bool)"/>).
+    /// </summary>
+    /// <remarks>
+    /// Both lists are snapshotted when the call begins: hooks added or removed while it runs apply from the
+    /// next call. A forward hook counts as started before it runs, so a hook that throws is never re-run.
+    /// </remarks>
+    internal sealed class ForwardHooksConcern : CallConcern
+    {
+        public static readonly ForwardHooksConcern Instance = new();
+
+        public override bool IsActiveFor(HookPoint node) => node.ForwardPre.Count > 0 || node.Forward.Count > 0;
+
+        public override bool IsActiveEverywhere => ModuleHooks.ForwardPre.Count > 0 || ModuleHooks.Forward.Count > 0;
+
+        public override CallSteps<TArgs, TResult> Steps<TArgs, TResult>() => new Typed<TArgs, TResult>();
+
+        /// <summary>Per call: the forward hooks as they were when it began, how many have started, the input after the pre-hooks.</summary>
+        private sealed class State : CallState
+        {
+            public HookEntry[] Global = Array.Empty<HookEntry>();
+            public HookEntry[] Local = Array.Empty<HookEntry>();
+            public int Started;
+            public object? Args;
+
+            public override void Clear()
+            {
+                Global = Local = Array.Empty<HookEntry>();
+                Started = 0;
+                Args = null;
+            }
+        }
+
+        private sealed class Typed<TArgs, TResult> : CallSteps<TArgs, TResult>
+        {
+            /// <summary>Forward pre-hooks: global first, then local. A non-null result replaces the input.</summary>
+            public override void In(CallFrame frame, ref TArgs args)
+            {
+                var state = frame.State<State>(Instance);
+                var node = frame.Node;
+                var module = frame.Module;
+                state.Global = ModuleHooks.Forward.Snapshot;
+                state.Local = node.Forward.Snapshot;
+                state.Args = args;
+
+                foreach (var entry in ModuleHooks.ForwardPre.Snapshot)
+                {
+                    if (entry.Fn is Func<torch.nn.Module, TArgs, HookResult<TArgs>?> hook && hook(module, args) is { } replaced)
+                        args = replaced.Value;
+                }
+                foreach (var entry in node.ForwardPre.Snapshot)
+                {
+                    if (((Func<torch.nn.Module, TArgs, HookResult<TArgs>?>)entry.Fn)(module, args) is { } replaced)
+                        args = replaced.Value;
+                }
+                state.Args = args;
+            }
+
+            /// <summary>Forward hooks: global, then local. A non-null result replaces the output.</summary>
+            public override void Out(CallFrame frame, ref TArgs args, ref TResult result)
+            {
+                var state = frame.State<State>(Instance);
+                var global = state.Global;
+                var local = state.Local;
+                var module = frame.Module;
+                while (state.Started < global.Length + local.Length)
+                {
+                    int i = state.Started++;
+                    var entry = i < global.Length ? global[i] : local[i - global.Length];
+                    if (entry.Fn is Func<torch.nn.Module, TArgs, TResult, HookResult<TResult>?> hook && hook(module, args, result) is { } replaced)
+                        result = replaced.Value;
+                }
+            }
+
+            /// <summary>The always_call forward hooks that have not started yet run, with a null (default) output.</summary>
+            public override void Failed(CallFrame frame, List<Exception> suppressed)
+            {
+                if (frame.StateIfAny<State>(Instance) is not { } state) return;
+                var args = state.Args is TArgs a ? a : default!;
+                var global = state.Global;
+                var local = state.Local;
+                while (state.Started < global.Length + local.Length)
+                {
+                    int i = state.Started++;
+                    var entry = i < global.Length ? global[i] : local[i - global.Length];
+                    if (!entry.AlwaysCall || entry.Fn is not Func<torch.nn.Module, TArgs, TResult, HookResult<TResult>?> hook) continue;
+                    try { hook(frame.Module, args, default!); }
+                    catch (Exception e) { suppressed.Add(e); }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,77 @@
+using System;
+using System.Collections.Generic;
+using System.Threading;
+using TorchSharp;
+using Tensor = TorchSharp.torch.Tensor;
+
+namespace TorchHooks
+{
+    /// <summary>
+    /// The hook site of one module of a wrapped tree (TransformerLens calls these hook points): the per-module
+    /// node every concern of the call path keeps its state on — forward hooks (<c>Hooks/</c>), precision
+    /// (<c>Precision/</c>). Get one from a facade with <c>model["encoder.0"]</c>. Hooks live with the module:
+    /// they also fire when the module is called through the unwrapped model.
+    /// </summary>
+    /// <remarks>
+    /// Hooks are typed by the module's forward signature. <c>Tensor → Tensor</c> modules take the
+    /// non-generic overloads (<c>(m, x) =&gt; …</c>); other signatures name their types, e.g.
+    /// <c>register_forward_hook&lt;Tensor, Tensor, (Tensor, Tensor)&gt;((m, a, b, y) =&gt; …)</c>.
+    /// A mismatch throws <see cref="ArgumentException"/> naming the module's signature.
+    /// </remarks>
+    public abstract partial class HookPoint
+    {
+        private volatile int _active;
+        private long _pass = -1;
+        private int _calls;
+
+        private protected HookPoint(torch.nn.Module module, string path, string signature)
+        {
+            Module = module;
+            Path = path;
+            Signature = signature;
+            ForwardPre = new HookList(Recompute);
+            Forward = new HookList(Recompute);
+        }
+
+        /// <summary>The module's name in the tree it was first wrapped in, as in <c>named_modules()</c>; the root is <c>""</c>.</summary>
+        public string Path { get; }
+
+        /// <summary>The module.</summary>
+        public torch.nn.Module Module { get; }
+
+        /// <summary>The module's forward signature, e.g. <c>Module&lt;Tensor, Tensor&gt;</c>.</summary>
+        public string Signature { get; }
+
+        /// <summary>Whether some concern of the call path has work for this module (the fast path's local flag).</summary>
+        internal bool IsActive => _active != 0;
+
+        /// <summary>The concerns active for this module: bit <see cref="CallConcern.Slot"/> of each.</summary>
+        internal int ActiveConcerns => _active;
+
+        /// <summary>Recomputes <see cref="IsActive"/>; a concern calls it when its state on this node changes.</summary>
+        internal void Recompute() => _active = CallPath.ActiveFor(this);
+
+        internal int NextCallIndex(long pass)
+        {
+            if (_pass != pass) { _pass = pass; _calls = 0; }
+            return _calls++;
+        }
+
+        internal abstract void FinishFailedCall(CallFrame frame, List<Exception> suppressed);
+
+        /// <inheritdoc />
+        public override string ToString() => $"HookPoint('{Path}', {Module.GetType().Name}: {Signature}, {ForwardPre.Count} pre, {Forward.Count} forward)";
+    }
+
+    /// <summary>The hook site of a module whose inputs are <typeparamref name="TArgs"/> (a tuple for several inputs).</summary>
+    internal sealed partial class HookPointOf<TArgs, TResult> : HookPoint
+    {
+        public HookPointOf(torch.nn.Module module, string path, string signature) : base(module, path, signature) { }
+
+        public TArgs Pre(torch.nn.Module module, TArgs args) => CallPath<TArgs, TResult>.BeforeForward(this, module, args);
+
+        public TResult Post(torch.nn.Module module, TArgs args, TResult result) => CallPath<TArgs, TResult>.AfterForward(this, module, args, result);
+
+        internal override void FinishFailedCall(CallFrame frame, List<Exception> suppressed) => CallPath<TArgs, TResult>.FinishFailedCall(frame, suppressed);
+    }
+}
