@@ -58,6 +58,7 @@ namespace TorchHooks
                 if (index is null) return;
                 var views = BackwardHookFunction.Wrap(call.InputSite, tensors);
                 call.InputIndex = index;
+                call.RecordNoGradInputs(items);
                 state.Wrapped = views;
                 state.OriginalArgs = args;
                 for (int i = 0; i < index.Length; i++) items[index[i]] = views[i];
@@ -171,6 +172,8 @@ namespace TorchHooks
         public int[]? InputIndex;
         public int OutputCount;
         public int[]? OutputIndex;
+        /// <summary>Tensor inputs that need no grad, beside ones that do: PyTorch's grad_input has zeros there (its identity node materializes them).</summary>
+        private List<(int Position, long[] Shape, torch.ScalarType Dtype, torch.Device Device)>? _zeroInputs;
         public readonly GradientSite InputSite;
         public readonly GradientSite OutputSite;
 
@@ -197,6 +200,13 @@ namespace TorchHooks
             a.CopyTo(all, 0);
             b.CopyTo(all, a.Length);
             return all;
+        }
+
+        public void RecordNoGradInputs(object?[] items)
+        {
+            for (int i = 0; i < items.Length; i++)
+                if (items[i] is Tensor t && !t.IsInvalid && !t.requires_grad)
+                    (_zeroInputs ??= new()).Add((i, t.shape, t.dtype, t.device));
         }
 
         private sealed class Side : GradientSite
@@ -237,7 +247,10 @@ namespace TorchHooks
             }
             else
             {
-                lock (_gate) _gradOutputs = gradOutputs;
+                // Kept for the input node, which runs in a later callback: the handles of this one are disposed by then.
+                var kept = new Tensor?[gradOutputs.Length];
+                for (int i = 0; i < kept.Length; i++) kept[i] = gradOutputs[i]?.alias();
+                lock (_gate) _gradOutputs = kept;
             }
             return Gather(gradOutputs, OutputIndex!);
         }
@@ -248,8 +261,17 @@ namespace TorchHooks
             Tensor?[]? gradOutputs;
             lock (_gate) { gradOutputs = _gradOutputs; _gradOutputs = null; }
             // The gradient reached the inputs without passing through the outputs (e.g. a second backward): no firing.
-            if (gradOutputs is null || BackwardHookFailures.HasPending) return grads;
+            if (gradOutputs is null) return grads;
+            foreach (var g in gradOutputs) Pending.Add(g);
+            if (BackwardHookFailures.HasPending) return grads;
             var gradInputs = Spread(grads, InputIndex!, InputCount);
+            if (_zeroInputs is not null)
+                foreach (var (position, shape, dtype, device) in _zeroInputs)
+                {
+                    var zeros = torch.zeros(shape, dtype, device);
+                    Pending.Add(zeros);
+                    gradInputs[position] = zeros;
+                }
             foreach (var entry in _full)
             {
                 if (((FullBackwardHook)entry.Fn)(_module, gradInputs, gradOutputs) is { } replaced)
