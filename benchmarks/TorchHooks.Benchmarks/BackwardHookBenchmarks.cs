@@ -15,7 +15,7 @@ namespace TorchHooks.Benchmarks
     [MemoryDiagnoser]
     public class BackwardHookBenchmarks
     {
-        private Modules.Sequential _model = null!;
+        private TorchSharp.Modules.Sequential _model = null!;
         private HookedModule<Tensor, Tensor> _facade = null!;
         private Tensor _x = null!;
         private readonly List<RemovableHandle> _handles = new();
