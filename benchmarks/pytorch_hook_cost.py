@@ -7,6 +7,10 @@ registered 1 or 8 per module (local) or 1 or 8 globally; per-hook cost = (t8 - t
 
 Cases are interleaved round by round (the machine may be shared), and each case's median is reported.
 
+Backward section: forward + backward of the same model with parameters requiring grad, without and with one
+no-op full backward hook on every module (9 firings per step); per module call = (with - without) / 9.
+Same as BackwardHookBenchmarks (suite 6).
+
 Run: /usr/bin/python3 benchmarks/pytorch_hook_cost.py
 Prints a readable table, then one line "JSON {...}" that the benchmark program parses.
 """
@@ -107,7 +111,37 @@ def main():
         first = statistics.median((b - a) / CALLS for a, b in zip(samples["no hooks"], samples[f"{kind} x1"]))
         result["kinds"][kind] = {"t1_ns": t1, "t8_ns": t8, "per_hook_ns": per_hook, "first_hook_ns": first}
         print(f"  {kind:<16} {per_hook:6.0f} ns per hook per module call (first hook: +{first:.0f} ns per module call)")
+    result["backward"] = backward_cost()
+    b = result["backward"]
+    print(f"backward: forward+backward {b['no_hooks_ns'] / 1000:.1f} us without, {b['hooks_ns'] / 1000:.1f} us with 1 full backward hook "
+          f"per module; +{b['per_module_call_ns'] / 1000:.1f} us per module call")
     print("JSON " + json.dumps(result))
+
+
+def backward_cost():
+    model = make_model()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    x = torch.randn(1, 8)
+
+    def step():
+        model(x).sum().backward()
+        model.zero_grad()
+
+    samples = {"none": [], "hooks": []}
+    for _ in range(100):
+        step()
+    for _ in range(ROUNDS // 2):
+        samples["none"].append(timeit.timeit(step, number=NUMBER // 4) / (NUMBER // 4) * 1e9)
+        handles = [m.register_full_backward_hook(lambda m, gi, go: None) for m in model.modules()]
+        try:
+            samples["hooks"].append(timeit.timeit(step, number=NUMBER // 4) / (NUMBER // 4) * 1e9)
+        finally:
+            for h in handles:
+                h.remove()
+    per_call = statistics.median((b - a) / CALLS for a, b in zip(samples["none"], samples["hooks"]))
+    return {"no_hooks_ns": statistics.median(samples["none"]), "hooks_ns": statistics.median(samples["hooks"]),
+            "per_module_call_ns": per_call}
 
 
 if __name__ == "__main__":

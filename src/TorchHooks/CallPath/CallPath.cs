@@ -41,6 +41,7 @@ namespace TorchHooks
         {
             (ForwardHooksConcern.Instance, WayIn.ForwardPreHooks, WayOut.ForwardHooks),
             (PrecisionConcern.Instance,    WayIn.Precision,       WayOut.Precision),
+            (BackwardHooksConcern.Instance, WayIn.BackwardInputWrap, WayOut.BackwardOutputWrap),
         };
 
         /// <summary>The concerns in way-in order, and in way-out (and failure) order.</summary>

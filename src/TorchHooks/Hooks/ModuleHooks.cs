@@ -16,7 +16,7 @@ namespace TorchHooks
     /// <c>TArgs</c> (for a module with several inputs, the tuple of them, e.g. <c>(Tensor, Tensor)</c>),
     /// and is skipped for others. Modules never wrapped are not reached (TorchSharp has no global hook).
     /// </remarks>
-    public static class ModuleHooks
+    public static partial class ModuleHooks
     {
         internal static readonly HookList ForwardPre = new(CallPath.RecomputeEverywhere);
         internal static readonly HookList Forward = new(CallPath.RecomputeEverywhere);
@@ -25,7 +25,7 @@ namespace TorchHooks
         internal static bool IsActive => ForwardPre.Count > 0 || Forward.Count > 0;
 
         /// <summary>
-        /// The handles of every registered global hook (forward pre-hooks, then forward hooks, each in
+        /// The handles of every registered global hook (forward pre-hooks, forward hooks, backward pre-hooks, full backward hooks, each in
         /// registration order): a global hook whose handle was lost can still be found and removed.
         /// </summary>
         public static IReadOnlyList<RemovableHandle> Handles
@@ -33,7 +33,7 @@ namespace TorchHooks
             get
             {
                 var handles = new List<RemovableHandle>();
-                foreach (var list in new[] { ForwardPre, Forward })
+                foreach (var list in new[] { ForwardPre, Forward, BackwardPre, Backward })
                     foreach (var entry in list.Snapshot) handles.Add(entry.Handle);
                 return handles;
             }
