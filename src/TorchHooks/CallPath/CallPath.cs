@@ -35,7 +35,6 @@ namespace TorchHooks
         /// Every concern on the call path, one line each, with where it acts on the way in and on the way out
         /// (the enums list all places in PyTorch's order). Adding a concern: its own file, and one line here.
         ///   tracing (next):        (TracingConcern.Instance,       WayIn.Tracing,           WayOut.Tracing),
-        ///   backward hooks (next): (BackwardHooksConcern.Instance, WayIn.BackwardInputWrap, WayOut.BackwardOutputWrap),
         /// </summary>
         internal static readonly (CallConcern Concern, WayIn In, WayOut Out)[] Concerns =
         {

@@ -7,11 +7,17 @@ namespace TorchHooks.Tests.CallPath
     /// <summary>The seam: every concern is one line of CallPath.Concerns, and its place gives PyTorch's order.</summary>
     public class CallConcernTests
     {
-        [Test(Description = "Way in: forward pre-hooks before the precision region opens; way out (and failure): the region closes before the forward hooks run")]
+        [Test(Description = "Way in: forward pre-hooks, then the backward input wrap, then the precision region opens; way out (and failure): the region closes, then the forward hooks run, then the backward output wrap (PyTorch's _call_impl)")]
         public void ConcernsRunInPyTorchsOrder()
         {
-            Assert.That(TorchHooks.CallPath.InOrder, Is.EqualTo(new CallConcern[] { ForwardHooksConcern.Instance, PrecisionConcern.Instance }));
-            Assert.That(TorchHooks.CallPath.OutOrder, Is.EqualTo(new CallConcern[] { PrecisionConcern.Instance, ForwardHooksConcern.Instance }));
+            var inOrder = TorchHooks.CallPath.InOrder.ToList();
+            var outOrder = TorchHooks.CallPath.OutOrder.ToList();
+            Assert.That(inOrder.IndexOf(ForwardHooksConcern.Instance), Is.LessThan(inOrder.IndexOf(BackwardHooksConcern.Instance)));
+            Assert.That(inOrder.IndexOf(BackwardHooksConcern.Instance), Is.LessThan(inOrder.IndexOf(PrecisionConcern.Instance)));
+            Assert.That(outOrder.IndexOf(PrecisionConcern.Instance), Is.LessThan(outOrder.IndexOf(ForwardHooksConcern.Instance)));
+            Assert.That(outOrder.IndexOf(ForwardHooksConcern.Instance), Is.LessThan(outOrder.IndexOf(BackwardHooksConcern.Instance)));
+            Assert.That(inOrder, Is.EquivalentTo(TorchHooks.CallPath.Concerns.Select(c => c.Concern)), "every concern runs on the way in");
+            Assert.That(outOrder, Is.EquivalentTo(TorchHooks.CallPath.Concerns.Select(c => c.Concern)), "every concern runs on the way out");
         }
 
         [Test(Description = "Each concern has its own frame slot")]
