@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Runtime.CompilerServices;
 using TorchSharp;
 
 namespace TorchHooks
@@ -44,7 +45,7 @@ namespace TorchHooks
             /// <summary>Forward pre-hooks: global first, then local. A non-null result replaces the input.</summary>
             public override void In(CallFrame frame, ref TArgs args)
             {
-                var state = frame.State<State>(Instance);
+                var state = Unsafe.As<State>(frame.State(Instance.Slot) ??= new State());
                 var node = frame.Node;
                 var module = frame.Module;
                 state.Global = ModuleHooks.Forward.Snapshot;
@@ -67,7 +68,7 @@ namespace TorchHooks
             /// <summary>Forward hooks: global, then local. A non-null result replaces the output.</summary>
             public override void Out(CallFrame frame, ref TArgs args, ref TResult result)
             {
-                var state = frame.State<State>(Instance);
+                var state = Unsafe.As<State>(frame.State(Instance.Slot) ??= new State());
                 var global = state.Global;
                 var local = state.Local;
                 var module = frame.Module;
@@ -83,7 +84,7 @@ namespace TorchHooks
             /// <summary>The always_call forward hooks that have not started yet run, with a null (default) output.</summary>
             public override void Failed(CallFrame frame, List<Exception> suppressed)
             {
-                if (frame.StateIfAny<State>(Instance) is not { } state) return;
+                if (Unsafe.As<State>(frame.State(Instance.Slot)) is not { } state) return;
                 var args = state.Args is TArgs a ? a : default!;
                 var global = state.Global;
                 var local = state.Local;
