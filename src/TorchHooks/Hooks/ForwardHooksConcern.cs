@@ -8,7 +8,7 @@ namespace TorchHooks
     /// <summary>
     /// The forward-hooks concern of the call path: forward pre-hooks on the way in, forward hooks on the way
     /// out, and the always_call forward hooks when the call fails — global hooks (<see cref="ModuleHooks"/>)
-    /// before the module's own (<see cref="HookPoint.register_forward_hook(Func{torch.nn.Module, torch.Tensor, torch.Tensor, HookResult{torch.Tensor}?}, bool, bool)"/>).
+    /// before the module's own (<see cref="HookPoint.register_forward_hook(ForwardHook{torch.Tensor, torch.Tensor}, bool, bool)"/>).
     /// </summary>
     /// <remarks>
     /// Both lists are snapshotted when the call begins: hooks added or removed while it runs apply from the
@@ -54,12 +54,12 @@ namespace TorchHooks
 
                 foreach (var entry in ModuleHooks.ForwardPre.Snapshot)
                 {
-                    if (entry.Fn is Func<torch.nn.Module, TArgs, HookResult<TArgs>?> hook && hook(module, args) is { } replaced)
+                    if (entry.Fn is ForwardPreHook<TArgs> hook && hook(module, args) is { } replaced)
                         args = replaced.Value;
                 }
                 foreach (var entry in node.ForwardPre.Snapshot)
                 {
-                    if (((Func<torch.nn.Module, TArgs, HookResult<TArgs>?>)entry.Fn)(module, args) is { } replaced)
+                    if (((ForwardPreHook<TArgs>)entry.Fn)(module, args) is { } replaced)
                         args = replaced.Value;
                 }
                 state.Args = args;
@@ -76,7 +76,7 @@ namespace TorchHooks
                 {
                     int i = state.Started++;
                     var entry = i < global.Length ? global[i] : local[i - global.Length];
-                    if (entry.Fn is Func<torch.nn.Module, TArgs, TResult, HookResult<TResult>?> hook && hook(module, args, result) is { } replaced)
+                    if (entry.Fn is ForwardHook<TArgs, TResult> hook && hook(module, args, result) is { } replaced)
                         result = replaced.Value;
                 }
             }
@@ -92,7 +92,7 @@ namespace TorchHooks
                 {
                     int i = state.Started++;
                     var entry = i < global.Length ? global[i] : local[i - global.Length];
-                    if (!entry.AlwaysCall || entry.Fn is not Func<torch.nn.Module, TArgs, TResult, HookResult<TResult>?> hook) continue;
+                    if (!entry.AlwaysCall || entry.Fn is not ForwardHook<TArgs, TResult> hook) continue;
                     try { hook(frame.Module, args, default!); }
                     catch (Exception e) { suppressed.Add(e); }
                 }
