@@ -22,8 +22,8 @@ namespace TorchHooks.Benchmarks
         private readonly List<RemovableHandle> _handles = new();
 
         // No-op hooks (static lambdas: no closure, no allocation per call).
-        private static readonly Func<torch.nn.Module, Tensor, HookResult<Tensor>?> s_pre = (m, x) => null;
-        private static readonly Func<torch.nn.Module, Tensor, Tensor, HookResult<Tensor>?> s_post = (m, x, y) => null;
+        private static readonly ForwardPreHook<Tensor> s_pre = (m, x) => null;
+        private static readonly ForwardHook<Tensor, Tensor> s_post = (m, x, y) => null;
 
         protected abstract torch.nn.Module<Tensor, Tensor> Build();
 

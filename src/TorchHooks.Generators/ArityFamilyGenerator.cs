@@ -25,6 +25,7 @@ namespace TorchHooks.Generators
                 ctx.AddSource("HookedModule.g.cs", File(Enumerable.Range(1, MaxInputs).Select(n => Facade(new Arity(n)))));
                 ctx.AddSource("ModuleExtensions.g.cs", File(new[] { Class("public static partial class ModuleExtensions", Enumerable.Range(1, MaxInputs).SelectMany(n => new[] { WithHooks(new Arity(n)), At(new Arity(n)) })) }));
                 ctx.AddSource("Dispatchers.g.cs", File(new[] { Class("internal static partial class Dispatchers", Enumerable.Range(1, MaxInputs).Select(n => Installer(new Arity(n)))) }));
+                ctx.AddSource("HookDelegates.g.cs", File(Enumerable.Range(1, MaxInputs).Select(n => Delegates(new Arity(n)))));
                 ctx.AddSource("TypedHookPoints.g.cs", File(Enumerable.Range(1, MaxInputs).Select(n => TypedHookPoint(new Arity(n)))));
                 ctx.AddSource("HookPoint.g.cs", File(new[] { Class("public abstract partial class HookPoint", Enumerable.Range(2, MaxInputs - 1).Select(n => Registration(new Arity(n)))) }));
             });
@@ -38,6 +39,8 @@ namespace TorchHooks.Generators
             private string[] Names(string stem) => N == 1 ? new[] { stem } : Enumerable.Range(1, N).Select(i => stem + i).ToArray();
             /// <summary>"T" or "T1, T2".</summary>
             public string Types => string.Join(", ", Names("T"));
+            /// <summary>"in T" or "in T1, in T2" (contravariant, as Func's parameters).</summary>
+            public string InTypes => string.Join(", ", Names("T").Select(t => "in " + t));
             /// <summary>"T input" or "T1 input1, T2 input2".</summary>
             public string Parameters => string.Join(", ", Names("T").Zip(Names("input"), (t, p) => t + " " + p));
             /// <summary>"input" or "input1, input2".</summary>
@@ -122,14 +125,14 @@ namespace TorchHooks.Generators
                 /// Registers a forward pre-hook on the wrapped model: <c>hook(module, {{a.Inputs}})</c>; return null to keep
                 /// the input or a value to replace it. See <see cref="HookPoint"/>.
                 /// </summary>
-                public RemovableHandle register_forward_pre_hook(Func<nn.Module, {{a.Types}}, HookResult<{{a.InputType}}>?> hook, bool prepend = false)
+                public RemovableHandle register_forward_pre_hook(ForwardPreHook<{{a.Types}}> hook, bool prepend = false)
                     => Root.register_forward_pre_hook<{{a.Types}}>(hook, prepend);
 
                 /// <summary>
                 /// Registers a forward hook on the wrapped model: <c>hook(module, {{a.Inputs}}, output)</c>; return null to
                 /// keep the output or a value to replace it. See <see cref="HookPoint"/>.
                 /// </summary>
-                public RemovableHandle register_forward_hook(Func<nn.Module, {{a.Types}}, TResult, HookResult<TResult>?> hook, bool prepend = false, bool always_call = false)
+                public RemovableHandle register_forward_hook(ForwardHook<{{a.Types}}, TResult> hook, bool prepend = false, bool always_call = false)
                     => Root.register_forward_hook<{{a.Types}}, TResult>(hook, prepend, always_call);
 
                 // ---- drop-in: everything below is the wrapped model's own state (FacadeCore) ----
@@ -202,6 +205,20 @@ namespace TorchHooks.Generators
                     => Wrap(model, m => new {{a.Facade}}(m));
             """;
 
+        private static string Delegates(Arity a) => $$"""
+            /// <summary>
+            /// A forward pre-hook of a module with {{a.HowMany}}: runs before forward with the module and its input{{(a.N == 1 ? "" : "s")}};
+            /// returns null to keep {{(a.N == 1 ? "it" : "them")}} or the replacement{{(a.N == 1 ? "" : " tuple")}} (PyTorch's <c>hook(module, args)</c>).
+            /// </summary>
+            public delegate HookResult<{{a.InputType}}>? ForwardPreHook<{{a.Types}}>(nn.Module module, {{a.Parameters}});
+
+            /// <summary>
+            /// A forward hook of a module with {{a.HowMany}}: runs after forward with the module, its input{{(a.N == 1 ? "" : "s")}} (as after the
+            /// pre-hooks) and its output; returns null to keep the output or the replacement (PyTorch's <c>hook(module, args, output)</c>).
+            /// </summary>
+            public delegate HookResult<TResult>? ForwardHook<{{a.InTypes}}, TResult>(nn.Module module, {{a.Parameters}}, TResult output);
+            """;
+
         private static string TypedHookPoint(Arity a) => $$"""
             /// <summary>
             /// The hook point of a module with {{a.HowMany}}, typed by its forward signature so that hook lambdas need no
@@ -216,11 +233,11 @@ namespace TorchHooks.Generators
                 public HookPoint Point { get; }
 
                 /// <summary>Registers a forward pre-hook: <c>hook(module, {{a.Inputs}})</c>; return null to keep the input or a value to replace it.</summary>
-                public RemovableHandle register_forward_pre_hook(Func<nn.Module, {{a.Types}}, HookResult<{{a.InputType}}>?> hook, bool prepend = false)
+                public RemovableHandle register_forward_pre_hook(ForwardPreHook<{{a.Types}}> hook, bool prepend = false)
                     => Point.register_forward_pre_hook<{{a.Types}}>(hook, prepend);
 
                 /// <summary>Registers a forward hook: <c>hook(module, {{a.Inputs}}, output)</c>; return null to keep the output or a value to replace it.</summary>
-                public RemovableHandle register_forward_hook(Func<nn.Module, {{a.Types}}, TResult, HookResult<TResult>?> hook, bool prepend = false, bool always_call = false)
+                public RemovableHandle register_forward_hook(ForwardHook<{{a.Types}}, TResult> hook, bool prepend = false, bool always_call = false)
                     => Point.register_forward_hook<{{a.Types}}, TResult>(hook, prepend, always_call);
 
                 /// <inheritdoc />
@@ -250,14 +267,14 @@ namespace TorchHooks.Generators
 
         private static string Registration(Arity a) => $$"""
                 /// <summary>Registers a forward pre-hook on a module with {{a.HowMany}}: <c>hook(module, {{a.Inputs}})</c>; return null or the replacement tuple.</summary>
-                public RemovableHandle register_forward_pre_hook<{{a.Types}}>(Func<torch.nn.Module, {{a.Types}}, HookResult<{{a.InputType}}>?> hook, bool prepend = false)
+                public RemovableHandle register_forward_pre_hook<{{a.Types}}>(ForwardPreHook<{{a.Types}}> hook, bool prepend = false)
                 {
                     NotNull(hook);
                     return AddPre<{{a.InputType}}>((m, a) => hook(m, {{a.Spread}}), prepend, "register_forward_pre_hook<{{a.Types}}>");
                 }
 
                 /// <summary>Registers a forward hook on a module with {{a.HowMany}}: <c>hook(module, {{a.Inputs}}, output)</c>; return null or the replacement output.</summary>
-                public RemovableHandle register_forward_hook<{{a.Types}}, TResult>(Func<torch.nn.Module, {{a.Types}}, TResult, HookResult<TResult>?> hook, bool prepend = false, bool always_call = false)
+                public RemovableHandle register_forward_hook<{{a.Types}}, TResult>(ForwardHook<{{a.Types}}, TResult> hook, bool prepend = false, bool always_call = false)
                 {
                     NotNull(hook);
                     return AddForward<{{a.InputType}}, TResult>((m, a, y) => hook(m, {{a.Spread}}, y), prepend, always_call, "register_forward_hook<{{a.Types}}, TResult>");

@@ -18,7 +18,7 @@ namespace TorchHooks
     /// <see cref="IsActiveFor"/> the module or <see cref="IsActiveEverywhere"/>. Those two are asked only when
     /// a concern's state changes (it calls <see cref="HookPoint.Recompute"/> or
     /// <see cref="CallPath.RecomputeEverywhere"/>), never per call; the call path reads one cached flag each.</para>
-    /// <para>Per-call state: <see cref="CallFrame.State{T}"/> gives the concern its own reusable object in the
+    /// <para>Per-call state: <see cref="CallFrame.State"/> gives the concern its own reusable object in the
     /// frame of the call (allocated once per frame, reused after, cleared when the frame is popped), so an
     /// active call allocates nothing for it.</para>
     /// <para>Per-module state (hook lists, a policy) goes on the per-module node as a field of a

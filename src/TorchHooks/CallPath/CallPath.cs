@@ -89,10 +89,6 @@ namespace TorchHooks
     /// <summary>The call path for modules whose input is <typeparamref name="TArgs"/> (a tuple for several) and output <typeparamref name="TResult"/>.</summary>
     internal static class CallPath<TArgs, TResult>
     {
-        private static readonly CallSteps<TArgs, TResult>[] s_in = Array.ConvertAll(CallPath.InOrder, c => c.Steps<TArgs, TResult>());
-        private static readonly int[] s_inBits = Array.ConvertAll(CallPath.InOrder, c => 1 << c.Slot);
-        private static readonly CallSteps<TArgs, TResult>[] s_out = Array.ConvertAll(CallPath.OutOrder, c => c.Steps<TArgs, TResult>());
-        private static readonly int[] s_outBits = Array.ConvertAll(CallPath.OutOrder, c => 1 << c.Slot);
 
         /// <summary>The way in (the dispatcher's TorchSharp pre-hook).</summary>
         public static TArgs BeforeForward(HookPointOf<TArgs, TResult> node, torch.nn.Module module, TArgs args)
@@ -116,8 +112,9 @@ namespace TorchHooks
             // The concerns taking part in this call, fixed when it begins: a concern switched on mid-call joins the next call.
             int active = frame.Concerns = node.ActiveConcerns | CallPath.ConcernsActiveEverywhere;
 
-            var steps = s_in;
-            var bits = s_inBits;
+            var plan = node.Plan;
+            var steps = plan.In;
+            var bits = plan.InBits;
             for (int i = 0; i < steps.Length; i++)
                 if ((active & bits[i]) != 0) steps[i].In(frame, ref args);
             return args;
@@ -133,8 +130,9 @@ namespace TorchHooks
             if (index < stack.Count - 1) FinishAbandonedCalls(stack, index + 1); // children that threw, caught in our forward
             var frame = stack[index];
 
-            var steps = s_out;
-            var bits = s_outBits;
+            var plan = node.Plan;
+            var steps = plan.Out;
+            var bits = plan.OutBits;
             int active = frame.Concerns;
             for (int i = 0; i < steps.Length; i++)
                 if ((active & bits[i]) != 0) steps[i].Out(frame, ref args, ref result);
@@ -144,10 +142,11 @@ namespace TorchHooks
         }
 
         /// <summary>The call failed: every concern's failure step, in way-out order.</summary>
-        public static void FinishFailedCall(CallFrame frame, List<Exception> suppressed)
+        public static void FinishFailedCall(HookPointOf<TArgs, TResult> node, CallFrame frame, List<Exception> suppressed)
         {
-            var steps = s_out;
-            var bits = s_outBits;
+            var plan = node.Plan;
+            var steps = plan.Out;
+            var bits = plan.OutBits;
             int active = frame.Concerns;
             for (int i = 0; i < steps.Length; i++)
             {
@@ -163,6 +162,21 @@ namespace TorchHooks
             stack.Unwind(keep, suppressed);
             FailureReport.Warn(suppressed, null);
         }
+    }
+
+    /// <summary>
+    /// The concerns' steps for one signature, in way-in and way-out order, each with its concern's bit. Every
+    /// node of that signature holds it (<see cref="HookPointOf{TArgs,TResult}.Plan"/>), so the call path reads
+    /// it through an instance field rather than a static field of a shared generic class (a helper call each).
+    /// </summary>
+    internal sealed class CallPlan<TArgs, TResult>
+    {
+        public static readonly CallPlan<TArgs, TResult> Instance = new();
+
+        public readonly CallSteps<TArgs, TResult>[] In = Array.ConvertAll(CallPath.InOrder, c => c.Steps<TArgs, TResult>());
+        public readonly int[] InBits = Array.ConvertAll(CallPath.InOrder, c => 1 << c.Slot);
+        public readonly CallSteps<TArgs, TResult>[] Out = Array.ConvertAll(CallPath.OutOrder, c => c.Steps<TArgs, TResult>());
+        public readonly int[] OutBits = Array.ConvertAll(CallPath.OutOrder, c => 1 << c.Slot);
     }
 
     /// <summary>How exceptions thrown by always_call hooks during a failure are reported (PyTorch warns).</summary>

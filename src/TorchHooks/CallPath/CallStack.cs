@@ -7,7 +7,7 @@ namespace TorchHooks
 {
     /// <summary>
     /// The bookkeeping of one module call that is under way on this thread: which module, its call index,
-    /// and one slot of per-call state for each concern on the call path (<see cref="State{T}"/>).
+    /// and one slot of per-call state for each concern on the call path (<see cref="State"/>).
     /// Frames and their states are reused objects, so an active call allocates nothing here.
     /// </summary>
     internal sealed class CallFrame
@@ -20,15 +20,12 @@ namespace TorchHooks
         private readonly CallState?[] _states = new CallState?[CallPath.Concerns.Length];
 
         /// <summary>
-        /// <paramref name="concern"/>'s state for this call: created the first time this frame is used by a call
-        /// the concern takes part in, cleared when the frame is popped, reused by later calls.
+        /// The slot of per-call state of the concern whose <see cref="CallConcern.Slot"/> is <paramref name="slot"/>:
+        /// null until the concern first takes part in a call on this frame, then its state object, reused by later
+        /// calls and cleared when the frame is popped. Typical use (non-generic, so it inlines):
+        /// <c>var state = Unsafe.As&lt;State&gt;(frame.State(Instance.Slot) ??= new State());</c>
         /// </summary>
-        public T State<T>(CallConcern concern) where T : CallState, new()
-            => Unsafe.As<T>(_states[concern.Slot] ??= new T());   // the slot holds only this concern's state type
-
-        /// <summary>The state if <paramref name="concern"/> created one for this frame, else null (for failure steps).</summary>
-        public T? StateIfAny<T>(CallConcern concern) where T : CallState
-            => Unsafe.As<T>(_states[concern.Slot]);
+        public ref CallState? State(int slot) => ref _states[slot];
 
         public void Clear()
         {

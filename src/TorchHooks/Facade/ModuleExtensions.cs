@@ -61,8 +61,8 @@ namespace TorchHooks
         /// checked before any hook is registered.
         /// </summary>
         public static HookScope Hooks(this IHookedModule model,
-            IEnumerable<(string path, Func<torch.nn.Module, Tensor, Tensor, HookResult<Tensor>?> hook)>? fwd = null,
-            IEnumerable<(string path, Func<torch.nn.Module, Tensor, HookResult<Tensor>?> hook)>? pre = null,
+            IEnumerable<(string path, ForwardHook<Tensor, Tensor> hook)>? fwd = null,
+            IEnumerable<(string path, ForwardPreHook<Tensor> hook)>? pre = null,
             bool always_call = false)
         {
             if (model is null) throw new ArgumentNullException(nameof(model), "Call Hooks(...) on a facade from WithHooks().");

@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Runtime.CompilerServices;
 using TorchSharp;
 
 namespace TorchHooks
@@ -7,7 +8,7 @@ namespace TorchHooks
     /// <summary>
     /// The forward-hooks concern of the call path: forward pre-hooks on the way in, forward hooks on the way
     /// out, and the always_call forward hooks when the call fails — global hooks (<see cref="ModuleHooks"/>)
-    /// before the module's own (<see cref="HookPoint.register_forward_hook(Func{torch.nn.Module, torch.Tensor, torch.Tensor, HookResult{torch.Tensor}?}, bool, bool)"/>).
+    /// before the module's own (<see cref="HookPoint.register_forward_hook(ForwardHook{torch.Tensor, torch.Tensor}, bool, bool)"/>).
     /// </summary>
     /// <remarks>
     /// Both lists are snapshotted when the call begins: hooks added or removed while it runs apply from the
@@ -44,7 +45,7 @@ namespace TorchHooks
             /// <summary>Forward pre-hooks: global first, then local. A non-null result replaces the input.</summary>
             public override void In(CallFrame frame, ref TArgs args)
             {
-                var state = frame.State<State>(Instance);
+                var state = Unsafe.As<State>(frame.State(Instance.Slot) ??= new State());
                 var node = frame.Node;
                 var module = frame.Module;
                 state.Global = ModuleHooks.Forward.Snapshot;
@@ -53,12 +54,12 @@ namespace TorchHooks
 
                 foreach (var entry in ModuleHooks.ForwardPre.Snapshot)
                 {
-                    if (entry.Fn is Func<torch.nn.Module, TArgs, HookResult<TArgs>?> hook && hook(module, args) is { } replaced)
+                    if (entry.Fn is ForwardPreHook<TArgs> hook && hook(module, args) is { } replaced)
                         args = replaced.Value;
                 }
                 foreach (var entry in node.ForwardPre.Snapshot)
                 {
-                    if (((Func<torch.nn.Module, TArgs, HookResult<TArgs>?>)entry.Fn)(module, args) is { } replaced)
+                    if (((ForwardPreHook<TArgs>)entry.Fn)(module, args) is { } replaced)
                         args = replaced.Value;
                 }
                 state.Args = args;
@@ -67,7 +68,7 @@ namespace TorchHooks
             /// <summary>Forward hooks: global, then local. A non-null result replaces the output.</summary>
             public override void Out(CallFrame frame, ref TArgs args, ref TResult result)
             {
-                var state = frame.State<State>(Instance);
+                var state = Unsafe.As<State>(frame.State(Instance.Slot) ??= new State());
                 var global = state.Global;
                 var local = state.Local;
                 var module = frame.Module;
@@ -75,7 +76,7 @@ namespace TorchHooks
                 {
                     int i = state.Started++;
                     var entry = i < global.Length ? global[i] : local[i - global.Length];
-                    if (entry.Fn is Func<torch.nn.Module, TArgs, TResult, HookResult<TResult>?> hook && hook(module, args, result) is { } replaced)
+                    if (entry.Fn is ForwardHook<TArgs, TResult> hook && hook(module, args, result) is { } replaced)
                         result = replaced.Value;
                 }
             }
@@ -83,7 +84,7 @@ namespace TorchHooks
             /// <summary>The always_call forward hooks that have not started yet run, with a null (default) output.</summary>
             public override void Failed(CallFrame frame, List<Exception> suppressed)
             {
-                if (frame.StateIfAny<State>(Instance) is not { } state) return;
+                if (Unsafe.As<State>(frame.State(Instance.Slot)) is not { } state) return;
                 var args = state.Args is TArgs a ? a : default!;
                 var global = state.Global;
                 var local = state.Local;
@@ -91,7 +92,7 @@ namespace TorchHooks
                 {
                     int i = state.Started++;
                     var entry = i < global.Length ? global[i] : local[i - global.Length];
-                    if (!entry.AlwaysCall || entry.Fn is not Func<torch.nn.Module, TArgs, TResult, HookResult<TResult>?> hook) continue;
+                    if (!entry.AlwaysCall || entry.Fn is not ForwardHook<TArgs, TResult> hook) continue;
                     try { hook(frame.Module, args, default!); }
                     catch (Exception e) { suppressed.Add(e); }
                 }

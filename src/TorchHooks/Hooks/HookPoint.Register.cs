@@ -19,8 +19,8 @@ namespace TorchHooks
         /// <summary>Number of local forward hooks registered.</summary>
         public int ForwardHookCount => Forward.Count;
 
-        private protected abstract RemovableHandle AddPre<TArgs>(Func<torch.nn.Module, TArgs, HookResult<TArgs>?> hook, bool prepend, string shape);
-        private protected abstract RemovableHandle AddForward<TArgs, TResult>(Func<torch.nn.Module, TArgs, TResult, HookResult<TResult>?> hook, bool prepend, bool alwaysCall, string shape);
+        private protected abstract RemovableHandle AddPre<TArgs>(ForwardPreHook<TArgs> hook, bool prepend, string shape);
+        private protected abstract RemovableHandle AddForward<TArgs, TResult>(ForwardHook<TArgs, TResult> hook, bool prepend, bool alwaysCall, string shape);
 
         private protected static T NotNull<T>(T? hook) where T : class
             => hook ?? throw new ArgumentNullException(nameof(hook), "Pass a hook delegate, e.g. (m, x) => null.");
@@ -33,11 +33,11 @@ namespace TorchHooks
         /// </summary>
         /// <param name="hook">The hook.</param>
         /// <param name="prepend">Run before the hooks already registered here (global hooks still run first).</param>
-        public RemovableHandle register_forward_pre_hook(Func<torch.nn.Module, Tensor, HookResult<Tensor>?> hook, bool prepend = false)
+        public RemovableHandle register_forward_pre_hook(ForwardPreHook<Tensor> hook, bool prepend = false)
             => AddPre(NotNull(hook), prepend, "(m, x) => ...");
 
         /// <summary>Registers a forward pre-hook on a module with one input of type <typeparamref name="T"/>.</summary>
-        public RemovableHandle register_forward_pre_hook<T>(Func<torch.nn.Module, T, HookResult<T>?> hook, bool prepend = false)
+        public RemovableHandle register_forward_pre_hook<T>(ForwardPreHook<T> hook, bool prepend = false)
             => AddPre(NotNull(hook), prepend, $"register_forward_pre_hook<{Dispatchers.Name(typeof(T))}>");
 
         // ---- forward hooks: hook(module, inputs, output) → null (keep) or the replacement output ----
@@ -51,27 +51,27 @@ namespace TorchHooks
         /// <param name="prepend">Run before the hooks already registered here (global hooks still run first).</param>
         /// <param name="always_call">Also run when forward or another hook throws (then with a null output);
         /// its own exception is then reported, not thrown, and the original exception propagates.</param>
-        public RemovableHandle register_forward_hook(Func<torch.nn.Module, Tensor, Tensor, HookResult<Tensor>?> hook, bool prepend = false, bool always_call = false)
+        public RemovableHandle register_forward_hook(ForwardHook<Tensor, Tensor> hook, bool prepend = false, bool always_call = false)
             => AddForward(NotNull(hook), prepend, always_call, "(m, x, y) => ...");
 
         /// <summary>Registers a forward hook on a module with one input <typeparamref name="T"/> and output <typeparamref name="TResult"/>.</summary>
-        public RemovableHandle register_forward_hook<T, TResult>(Func<torch.nn.Module, T, TResult, HookResult<TResult>?> hook, bool prepend = false, bool always_call = false)
+        public RemovableHandle register_forward_hook<T, TResult>(ForwardHook<T, TResult> hook, bool prepend = false, bool always_call = false)
             => AddForward(NotNull(hook), prepend, always_call, $"register_forward_hook<{Dispatchers.Name(typeof(T))}, {Dispatchers.Name(typeof(TResult))}>");
 
     }
 
     internal sealed partial class HookPointOf<TArgs, TResult>
     {
-        private protected override RemovableHandle AddPre<TA>(Func<torch.nn.Module, TA, HookResult<TA>?> hook, bool prepend, string shape)
+        private protected override RemovableHandle AddPre<TA>(ForwardPreHook<TA> hook, bool prepend, string shape)
         {
-            if (hook is not Func<torch.nn.Module, TArgs, HookResult<TArgs>?>)
+            if (hook is not ForwardPreHook<TArgs>)
                 throw Mismatch("forward pre-hook", shape, Dispatchers.Name(typeof(TA)));
             return ForwardPre.Add(hook, prepend, alwaysCall: false);
         }
 
-        private protected override RemovableHandle AddForward<TA, TR>(Func<torch.nn.Module, TA, TR, HookResult<TR>?> hook, bool prepend, bool alwaysCall, string shape)
+        private protected override RemovableHandle AddForward<TA, TR>(ForwardHook<TA, TR> hook, bool prepend, bool alwaysCall, string shape)
         {
-            if (hook is not Func<torch.nn.Module, TArgs, TResult, HookResult<TResult>?>)
+            if (hook is not ForwardHook<TArgs, TResult>)
                 throw Mismatch("forward hook", shape, $"{Dispatchers.Name(typeof(TA))} → {Dispatchers.Name(typeof(TR))}");
             return Forward.Add(hook, prepend, alwaysCall);
         }

@@ -62,8 +62,8 @@ namespace TorchHooks
         /// ones already made are removed before the exception propagates.
         /// </summary>
         internal static HookScope Create(Func<string, HookPoint> resolve,
-            IEnumerable<(string path, Func<torch.nn.Module, Tensor, Tensor, HookResult<Tensor>?> hook)>? fwd,
-            IEnumerable<(string path, Func<torch.nn.Module, Tensor, HookResult<Tensor>?> hook)>? pre,
+            IEnumerable<(string path, ForwardHook<Tensor, Tensor> hook)>? fwd,
+            IEnumerable<(string path, ForwardPreHook<Tensor> hook)>? pre,
             bool always_call)
         {
             var fwdList = fwd?.ToList() ?? new();

@@ -48,11 +48,11 @@ namespace TorchHooks
         }
 
         /// <summary>Registers a global forward pre-hook for every <c>Tensor → …</c> module. Return null to keep the input, a tensor to replace it.</summary>
-        public static RemovableHandle register_module_forward_pre_hook(Func<torch.nn.Module, Tensor, HookResult<Tensor>?> hook)
+        public static RemovableHandle register_module_forward_pre_hook(ForwardPreHook<Tensor> hook)
             => ForwardPre.Add(hook, prepend: false, alwaysCall: false);
 
         /// <summary>Registers a global forward pre-hook for every module whose input (tuple of inputs) is <typeparamref name="TArgs"/>.</summary>
-        public static RemovableHandle register_module_forward_pre_hook<TArgs>(Func<torch.nn.Module, TArgs, HookResult<TArgs>?> hook)
+        public static RemovableHandle register_module_forward_pre_hook<TArgs>(ForwardPreHook<TArgs> hook)
             => ForwardPre.Add(hook, prepend: false, alwaysCall: false);
 
         /// <summary>
@@ -60,11 +60,11 @@ namespace TorchHooks
         /// output, a tensor to replace it. With <paramref name="always_call"/> it also runs (with a null
         /// output) when the call throws.
         /// </summary>
-        public static RemovableHandle register_module_forward_hook(Func<torch.nn.Module, Tensor, Tensor, HookResult<Tensor>?> hook, bool always_call = false)
+        public static RemovableHandle register_module_forward_hook(ForwardHook<Tensor, Tensor> hook, bool always_call = false)
             => Forward.Add(hook, prepend: false, always_call);
 
         /// <summary>Registers a global forward hook for every module with input <typeparamref name="TArgs"/> and output <typeparamref name="TResult"/>.</summary>
-        public static RemovableHandle register_module_forward_hook<TArgs, TResult>(Func<torch.nn.Module, TArgs, TResult, HookResult<TResult>?> hook, bool always_call = false)
+        public static RemovableHandle register_module_forward_hook<TArgs, TResult>(ForwardHook<TArgs, TResult> hook, bool always_call = false)
             => Forward.Add(hook, prepend: false, always_call);
     }
 }

@@ -148,7 +148,7 @@ namespace TorchHooks
             public override void In(CallFrame frame, ref TArgs args)
             {
                 if (frame.Node.Precision is not { } policy) return;
-                var state = frame.State<State>(Instance);
+                var state = Unsafe.As<State>(frame.State(Instance.Slot) ??= new State());
                 var before = args;
                 args = policy.CastInputs(args, ref state.Cast);
                 if (state.Cast is not null) state.ArgsBeforeCast = before;
@@ -160,14 +160,14 @@ namespace TorchHooks
             // input as it was before the cast (as with PyTorch's decorator form, where the cast happens inside forward).
             public override void Out(CallFrame frame, ref TArgs args, ref TResult result)
             {
-                if (frame.StateIfAny<State>(Instance) is not { } state) return;
+                if (Unsafe.As<State>(frame.State(Instance.Slot)) is not { } state) return;
                 if (state.Cast is not null && state.ArgsBeforeCast is TArgs before) args = before;
                 state.Close(result);
             }
 
             public override void Failed(CallFrame frame, List<Exception> suppressed)
             {
-                try { frame.StateIfAny<State>(Instance)?.Close(null); }
+                try { Unsafe.As<State>(frame.State(Instance.Slot))?.Close(null); }
                 catch (Exception e) { suppressed.Add(e); }
             }
         }

@@ -68,10 +68,13 @@ namespace TorchHooks
     {
         public HookPointOf(torch.nn.Module module, string path, string signature) : base(module, path, signature) { }
 
+        /// <summary>The concerns' steps for this signature (shared by every node of it).</summary>
+        internal readonly CallPlan<TArgs, TResult> Plan = CallPlan<TArgs, TResult>.Instance;
+
         public TArgs Pre(torch.nn.Module module, TArgs args) => CallPath<TArgs, TResult>.BeforeForward(this, module, args);
 
         public TResult Post(torch.nn.Module module, TArgs args, TResult result) => CallPath<TArgs, TResult>.AfterForward(this, module, args, result);
 
-        internal override void FinishFailedCall(CallFrame frame, List<Exception> suppressed) => CallPath<TArgs, TResult>.FinishFailedCall(frame, suppressed);
+        internal override void FinishFailedCall(CallFrame frame, List<Exception> suppressed) => CallPath<TArgs, TResult>.FinishFailedCall(this, frame, suppressed);
     }
 }

@@ -244,7 +244,7 @@ namespace TorchHooks.Tests.Facade
         public void ScopeWithABadPathRegistersNothing()
         {
             var m = new GoldenNet().WithHooks();
-            Assert.Throws<KeyNotFoundException>(() => m.Hooks(fwd: new (string, Func<nn.Module, Tensor, Tensor, HookResult<Tensor>?>)[]
+            Assert.Throws<KeyNotFoundException>(() => m.Hooks(fwd: new (string, ForwardHook<Tensor, Tensor>)[]
             {
                 ("enc.0", (mod, x, y) => null),
                 ("nope", (mod, x, y) => null),
@@ -258,9 +258,9 @@ namespace TorchHooks.Tests.Facade
             var m = new GoldenNet().WithHooks();
             var fired = new List<string>();
             using var users = m["enc.0"].register_forward_hook((mod, x, y) => { fired.Add("user"); return null; });
-            using (m.Hooks(fwd: new (string, Func<nn.Module, Tensor, Tensor, HookResult<Tensor>?>)[] { ("enc.0", (mod, x, y) => { fired.Add("scoped"); return null; }) }))
+            using (m.Hooks(fwd: new (string, ForwardHook<Tensor, Tensor>)[] { ("enc.0", (mod, x, y) => { fired.Add("scoped"); return null; }) }))
             {
-                using (m.Hooks(pre: new (string, Func<nn.Module, Tensor, HookResult<Tensor>?>)[] { ("enc.0", (mod, x) => { fired.Add("inner-pre"); return null; }) }))
+                using (m.Hooks(pre: new (string, ForwardPreHook<Tensor>)[] { ("enc.0", (mod, x) => { fired.Add("inner-pre"); return null; }) }))
                 using (m.call(GoldenNet.Input())) { }
                 using (m.call(GoldenNet.Input())) { }
             }
