@@ -99,15 +99,25 @@ namespace TorchHooks.NUnit
                 if (k >= ee.Count)
                 {
                     var extra = a[ae[k].Index];
-                    return At(extra, ae[k].Index, e.Count, "call", "(not called)", Call(extra), "this run makes a call the snapshot does not have");
+                    return At(extra, ae[k].Index, a.Count, "call", "(not called)", Call(extra), "this run makes a call the snapshot does not have");
                 }
                 var (x, y) = (ee[k], ae[k]);
                 var (ex, ac) = (e[x.Index], a[y.Index]);
                 if (x.Kind != y.Kind)
                 {
                     return x.Kind == Kind.Return
-                        ? At(ac, y.Index, e.Count, "call", $"{ex.Display} returns", $"{ex.Display} calls {Call(ac)}", "a module was inserted here")
+                        ? At(ac, y.Index, a.Count, "call", $"{ex.Display} returns", $"{ex.Display} calls {Call(ac)}", "a module was inserted here")
                         : At(ex, x.Index, e.Count, "call", $"calls {Call(ex)}", $"{ac.Display} returns without it", "a module was removed here");
+                }
+                if (x.Kind == Kind.Begin && !Same(ex, ac))
+                {
+                    if (ex.Path == ac.Path && ex.Call == ac.Call)
+                        return At(ex, x.Index, e.Count, "type", ex.Type, ac.Type);
+                    if (!e.Any(c => Same(c, ac)))
+                        return At(ac, y.Index, a.Count, "call", $"calls {Call(ex)}", $"calls {Call(ac)}", "a module was inserted here");
+                    if (!a.Any(c => Same(c, ex)))
+                        return At(ex, x.Index, e.Count, "call", $"calls {Call(ex)}", $"calls {Call(ac)}", "a module was removed here");
+                    return At(ac, y.Index, a.Count, "call order", $"calls {Call(ex)}", $"calls {Call(ac)}", "the call order changed");
                 }
                 var d = x.Kind == Kind.Begin
                     ? BeginField(ex, ac) ?? (x.Index == 0 && y.Index == 0 ? HeaderField(es, acs) : null)
@@ -117,7 +127,7 @@ namespace TorchHooks.NUnit
             return null;
         }
 
-        private static Divergence At(CallRecord call, int index, int count, string field, string expected, string actual, string? note)
+        private static Divergence At(CallRecord call, int index, int count, string field, string expected, string actual, string? note = null)
             => new(call.Display, call.Type, index + 1, count, field, expected, actual, note);
 
         private static string Call(CallRecord c) => $"{c.Display} ({c.Type})";
@@ -133,9 +143,6 @@ namespace TorchHooks.NUnit
 
         private static FieldDiff? BeginField(CallRecord e, CallRecord a)
         {
-            if (e.Path != a.Path) return new FieldDiff("path", Call(e), Call(a), "the call order changed");
-            if (e.Call != a.Call) return new FieldDiff("call index", e.Call.ToString(), a.Call.ToString());
-            if (e.Type != a.Type) return new FieldDiff("type", e.Type, a.Type);
             if (e.Params != a.Params) return new FieldDiff("params", e.Params.ToString(), a.Params.ToString(), "the module's own parameter count");
             if (e.ParamDtype != a.ParamDtype) return new FieldDiff("paramDtype", e.ParamDtype ?? "(none)", a.ParamDtype ?? "(none)");
             if (e.Autocast != a.Autocast) return new FieldDiff("autocast", e.Autocast ?? "(as the pass)", a.Autocast ?? "(as the pass)");

@@ -92,7 +92,7 @@ namespace TorchHooks.NUnit
         public static string DisplayPath(string path, int call)
             => (path.Length == 0 ? "<root>" : path) + (call > 0 ? "#" + call : "");
 
-        public static string Number(double v) => v.ToString("G6", System.Globalization.CultureInfo.InvariantCulture);
+        public static string Number(double v) => v.ToString("G6", System.Globalization.CultureInfo.InvariantCulture).Replace("E", "e");
 
         public static string Join(IEnumerable<string> items)
         {
