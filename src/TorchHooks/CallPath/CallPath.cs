@@ -39,6 +39,7 @@ namespace TorchHooks
         /// </summary>
         internal static readonly (CallConcern Concern, WayIn In, WayOut Out)[] Concerns =
         {
+            (TracingConcern.Instance,      WayIn.Tracing,         WayOut.Tracing),
             (ForwardHooksConcern.Instance, WayIn.ForwardPreHooks, WayOut.ForwardHooks),
             (PrecisionConcern.Instance,    WayIn.Precision,       WayOut.Precision),
         };
