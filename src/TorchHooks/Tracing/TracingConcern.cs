@@ -10,7 +10,7 @@ namespace TorchHooks
     /// <summary>
     /// The tracing concern of the call path, the outermost one: a module call begins here (after nothing) and
     /// ends here (after everything, forward hooks included). It feeds the open observers — tracers
-    /// (<see cref="ModuleTracer"/>), activation caches (<c>ActivationCache</c>) — and, when an
+    /// (<see cref="ModuleTracer"/>), activation caches (<see cref="ActivationCache"/>) — and, when an
     /// <c>ActivityListener</c> listens to <see cref="TorchHooksTelemetry.ActivitySourceName"/>, starts an
     /// OpenTelemetry span per module call, parented along the call tree through <see cref="Activity.Current"/>.
     /// </summary>
@@ -151,7 +151,11 @@ namespace TorchHooks
                 {
                     long now = Stopwatch.GetTimestamp();
                     for (int i = 0; i < observers.Length; i++)
-                        if (state.Tokens[i] is { } token) observers[i].End(token, args, result, now, failed: false);
+                    {
+                        if (state.Tokens[i] is not { } token) continue;
+                        state.Tokens[i] = null;   // ended: a failure step after an observer threw does not end it twice
+                        observers[i].End(token, args, result, now, failed: false);
+                    }
                 }
                 if (state.Activity is { } activity)
                 {
@@ -222,7 +226,7 @@ namespace TorchHooks
 
     /// <summary>
     /// Something that watches module calls through the tracing concern: a <see cref="ModuleTracer"/> or an
-    /// <c>ActivationCache</c>. Holds no reference to any model (the call path hands it the frame).
+    /// <see cref="ActivationCache"/>. Holds no reference to any model (the call path hands it the frame).
     /// </summary>
     internal abstract class CallObserver
     {
