@@ -22,6 +22,8 @@ namespace TorchHooks.Benchmarks
     {
         public static int Main(string[] args)
         {
+            if (args.Contains("--tracing-paired"))
+                return TracingPaired.Run();
             if (args.Contains("--write-docs") || args.Contains("--print-docs"))
                 return DocsRun.Run(args);
 

@@ -34,12 +34,12 @@ namespace TorchHooks
         /// <summary>
         /// Every concern on the call path, one line each, with where it acts on the way in and on the way out
         /// (the enums list all places in PyTorch's order). Adding a concern: its own file, and one line here.
-        ///   tracing (next):        (TracingConcern.Instance,       WayIn.Tracing,           WayOut.Tracing),
         /// </summary>
         internal static readonly (CallConcern Concern, WayIn In, WayOut Out)[] Concerns =
         {
-            (ForwardHooksConcern.Instance, WayIn.ForwardPreHooks, WayOut.ForwardHooks),
-            (PrecisionConcern.Instance,    WayIn.Precision,       WayOut.Precision),
+            (TracingConcern.Instance,       WayIn.Tracing,           WayOut.Tracing),
+            (ForwardHooksConcern.Instance,  WayIn.ForwardPreHooks,   WayOut.ForwardHooks),
+            (PrecisionConcern.Instance,     WayIn.Precision,         WayOut.Precision),
             (BackwardHooksConcern.Instance, WayIn.BackwardInputWrap, WayOut.BackwardOutputWrap),
         };
 

@@ -19,6 +19,7 @@ namespace TorchHooks
         {
             var stack = CallStack.Current;
             if (stack.FacadeDepth++ == 0) stack.Pass++;
+            if (stack.FacadeDepth == 1) TracingConcern.CheckListeners();   // an OpenTelemetry listener added or removed since the last call
             return new FacadeCall(stack, stack.Count);
         }
 
