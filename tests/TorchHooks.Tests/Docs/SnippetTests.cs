@@ -47,6 +47,7 @@ public class SnippetTests
         paths.Add(typeof(ModuleExtensions).Assembly.Location);
         paths.Add(typeof(TorchHooks.NUnit.Matches).Assembly.Location);   // docs/snapshots.md: the NUnit companion
         paths.Add(typeof(Assert).Assembly.Location);
+        paths.Add(typeof(TorchSharp.torchvision).Assembly.Location);   // README and docs/tracing.md use TorchVision's resnet18
         return paths.Where(p => p.Length > 0).Distinct().Select(p => (MetadataReference)MetadataReference.CreateFromFile(p)).ToArray();
     });
 
