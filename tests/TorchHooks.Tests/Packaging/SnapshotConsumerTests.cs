@@ -21,8 +21,7 @@ namespace TorchHooks.Tests.Packaging;
 [NonParallelizable]
 public class SnapshotConsumerTests
 {
-    private BuildTestSupport.TempDir _root = null!;
-    private string _packages = null!;
+    private UserWorkspace _root = null!;
     private string _project = null!;
 
     internal const string TestSource = @"using System;
@@ -62,23 +61,7 @@ sealed class Mlp : nn.Module<Tensor, Tensor>
     [OneTimeSetUp]
     public void CreateAndBuildConsumer()
     {
-        _root = new BuildTestSupport.TempDir("torchhooks-nunit-consumer");
-        for (var dir = new DirectoryInfo(_root.Path); dir != null; dir = dir.Parent)
-            foreach (var f in new[] { "Directory.Build.props", "Directory.Build.targets", "Directory.Packages.props" })
-                Assume.That(File.Exists(Path.Combine(dir.FullName, f)), Is.False, $"{f} in {dir.FullName} would leak into the consumer project");
-        string globalPackages = Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } env
-            ? env : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
-        _packages = _root.Sub("packages");
-        File.WriteAllText(_root.File("nuget.config"), $@"<?xml version=""1.0"" encoding=""utf-8""?>
-<configuration>
-  <packageSources>
-    <add key=""torchhooks-local"" value=""{LocalFeed.Folder}"" />
-  </packageSources>
-  <fallbackPackageFolders>
-    <add key=""user-cache"" value=""{globalPackages}"" />
-  </fallbackPackageFolders>
-</configuration>
-");
+        _root = new UserWorkspace("torchhooks-nunit-consumer");
         _project = _root.Sub("ModelTests");
         File.WriteAllText(Path.Combine(_project, "ModelTests.csproj"), $@"<Project Sdk=""Microsoft.NET.Sdk"">
   <PropertyGroup>
@@ -100,15 +83,8 @@ sealed class Mlp : nn.Module<Tensor, Tensor>
     [OneTimeTearDown]
     public void Cleanup() => _root?.Dispose();
 
-    private ProcessResult Dotnet(IDictionary<string, string?> environment, params string[] args)
-    {
-        var env = new Dictionary<string, string?>(environment) { ["NUGET_PACKAGES"] = _packages };
-        var watch = Stopwatch.StartNew();
-        var r = BuildTestSupport.RunAsync(BuildTestSupport.DotNet, args.Concat(new[] { "-nologo" }), _project,
-            cleanMSBuildEnvironment: true, timeoutSeconds: 600, environment: env).GetAwaiter().GetResult();
-        TestContext.Out.WriteLine($"dotnet {string.Join(" ", args)} (exit {r.ExitCode}, {watch.Elapsed.TotalSeconds:F0} s)");
-        return r;
-    }
+    private ProcessResult Dotnet(IReadOnlyDictionary<string, string?> environment, params string[] args) =>
+        _root.Dotnet(_project, environment, args);
 
     [Test, Description("dotnet test in a user's NUnit project: the one-line assertion creates the snapshot, passes, then fails with the divergent path after a planted change")]
     public void One_line_assertion_guards_a_model_from_a_users_test_project()
