@@ -58,11 +58,16 @@ namespace TorchHooks
         /// <summary>Recomputes <see cref="ActiveEverywhere"/>; a concern calls it when its global state changes.</summary>
         internal static void RecomputeEverywhere()
         {
-            int mask = 0;
-            foreach (var c in Concerns)
-                if (c.Concern.IsActiveEverywhere) mask |= 1 << c.Concern.Slot;
-            s_activeEverywhere = mask;
+            lock (s_recomputeGate)   // serialized, like HookPoint.Recompute: the last write sees every change before it
+            {
+                int mask = 0;
+                foreach (var c in Concerns)
+                    if (c.Concern.IsActiveEverywhere) mask |= 1 << c.Concern.Slot;
+                s_activeEverywhere = mask;
+            }
         }
+
+        private static readonly object s_recomputeGate = new();
 
         /// <summary>The concerns with work for <paramref name="node"/>'s module, one bit each (feeds <see cref="HookPoint.IsActive"/>).</summary>
         internal static int ActiveFor(HookPoint node)

@@ -48,8 +48,17 @@ namespace TorchHooks
         /// <summary>The concerns active for this module: bit <see cref="CallConcern.Slot"/> of each.</summary>
         internal int ActiveConcerns => _active;
 
-        /// <summary>Recomputes <see cref="IsActive"/>; a concern calls it when its state on this node changes.</summary>
-        internal void Recompute() => _active = CallPath.ActiveFor(this);
+        /// <summary>
+        /// Recomputes <see cref="IsActive"/>; a concern calls it after its state on this node changed. Serialized:
+        /// each recompute reads the state after every change whose recompute ran before it, so the last write wins
+        /// with the latest state (two threads changing different lists cannot leave a stale flag).
+        /// </summary>
+        internal void Recompute()
+        {
+            lock (_recomputeGate) _active = CallPath.ActiveFor(this);
+        }
+
+        private readonly object _recomputeGate = new();
 
         internal int NextCallIndex(long pass)
         {
