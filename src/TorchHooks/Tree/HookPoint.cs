@@ -21,8 +21,6 @@ namespace TorchHooks
     public abstract partial class HookPoint
     {
         private volatile int _active;
-        private long _pass = -1;
-        private int _calls;
 
         private protected HookPoint(torch.nn.Module module, string path, string signature)
         {
@@ -59,12 +57,6 @@ namespace TorchHooks
         }
 
         private readonly object _recomputeGate = new();
-
-        internal int NextCallIndex(long pass)
-        {
-            if (_pass != pass) { _pass = pass; _calls = 0; }
-            return _calls++;
-        }
 
         internal abstract void FinishFailedCall(CallFrame frame, List<Exception> suppressed);
 
