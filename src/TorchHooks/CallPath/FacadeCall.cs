@@ -62,8 +62,15 @@ namespace TorchHooks
             var node = r.Node!;
             return new InvalidOperationException(
                 $"libtorch rejected a value after a hook replaced one: the {r.Hook} of module '{node.Path}' ({node.Module.GetType().Name}) " +
-                $"returned {Describe(r.Value)} as the module's {r.What}, and the model then failed with: {error.Message} " +
+                $"returned {Describe(r.Value)} as the module's {r.What}, and the model then failed with: {FirstLine(error.Message)} " +
                 "Check that the hook's replacement has the shape, dtype and device the next layer expects.", error);
+        }
+
+        /// <summary>libtorch's message without the C++ backtrace that follows it (still in the inner exception).</summary>
+        private static string FirstLine(string message)
+        {
+            int end = message.IndexOf('\n');
+            return (end < 0 ? message : message.Substring(0, end)).TrimEnd();
         }
 
         internal static string Describe(object? value) => value switch
