@@ -49,7 +49,7 @@ namespace TorchHooks
                 BackwardHookFailures.ThrowPendingBeforeForward();
                 var call = BackwardCall.Create(frame.Node, frame.Module);
                 if (call is null) return;
-                var state = frame.State<State>(Instance);
+                var state = Unsafe.As<State>(frame.State(Instance.Slot) ??= new State());
                 state.Call = call;
                 var items = Items(args, out int n);
                 call.InputCount = n;
@@ -68,7 +68,7 @@ namespace TorchHooks
             /// <summary>PyTorch's <c>setup_output_hook</c>: the output as the forward hooks left it.</summary>
             public override void Out(CallFrame frame, ref TArgs args, ref TResult result)
             {
-                if (frame.StateIfAny<State>(Instance) is not { Call: { } call } state) return;
+                if (Unsafe.As<State>(frame.State(Instance.Slot)) is not { Call: { } call } state) return;
                 var original = result;
                 if (result is Tensor || result is ITuple)
                 {
@@ -97,7 +97,7 @@ namespace TorchHooks
 
             public override void Failed(CallFrame frame, List<Exception> suppressed)
             {
-                if (frame.StateIfAny<State>(Instance) is not { } state) return;
+                if (Unsafe.As<State>(frame.State(Instance.Slot)) is not { } state) return;
                 try { DisposeWrappedInputs(state, null); }
                 catch (Exception e) { suppressed.Add(e); }
             }
