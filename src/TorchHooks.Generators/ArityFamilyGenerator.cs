@@ -115,7 +115,7 @@ namespace TorchHooks.Generators
                 /// <summary>Runs the wrapped model's <c>call</c> with the full call path on every module of the tree.</summary>
                 public override TResult forward({{a.Parameters}})
                 {
-                    var call = FacadeCall.Begin();
+                    var call = FacadeCall.Begin(_core.Inner);
                     try { return _core.Inner.call({{a.Inputs}}); }
                     catch (Exception e) { call.Fail(e); throw; }
                     finally { call.End(); }
@@ -256,8 +256,9 @@ namespace TorchHooks.Generators
             """;
 
         private static string Installer(Arity a) => $$"""
-                private static HookPoint Install{{a.N}}<{{a.Types}}, TResult>({{a.Module}} m, string path, string signature)
+                private static HookPoint Install{{a.N}}<{{a.Types}}, TResult>(nn.Module module, string path, string signature)
                 {
+                    var m = ({{a.Module}})module;
                     var p = new HookPointOf<{{a.InputType}}, TResult>(m, path, signature);
                     m.register_forward_pre_hook((mod, {{a.Inputs}}) => p.IsActive || CallPath.ActiveEverywhere ? p.Pre(mod, {{a.InputValue}}) : {{a.InputValue}});
                     m.register_forward_hook((mod, {{a.Inputs}}, y) => CallStack.HasFrames ? p.Post(mod, {{a.InputValue}}, y) : y);

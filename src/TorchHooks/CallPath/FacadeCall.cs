@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using TorchSharp;
 
 namespace TorchHooks
 {
@@ -12,14 +13,21 @@ namespace TorchHooks
     {
         private readonly CallStack _stack;
         private readonly int _mark;
+        private readonly bool _castGate;
 
-        private FacadeCall(CallStack stack, int mark) { _stack = stack; _mark = mark; }
+        private FacadeCall(CallStack stack, int mark, bool castGate) { _stack = stack; _mark = mark; _castGate = castGate; }
 
-        public static FacadeCall Begin()
+        /// <summary>Begins a facade call of <paramref name="root"/> (the wrapped model; its weight casts may be kept, <see cref="CastCache"/>).</summary>
+        public static FacadeCall Begin(torch.nn.Module root)
         {
             var stack = CallStack.Current;
-            if (stack.FacadeDepth++ == 0) stack.Pass++;
-            return new FacadeCall(stack, stack.Count);
+            bool gate = false;
+            if (stack.FacadeDepth++ == 0)
+            {
+                stack.Pass++;
+                if (AutocastStack.Depth != 0) gate = CastCache.FacadeBegin(root);
+            }
+            return new FacadeCall(stack, stack.Count, gate);
         }
 
         public void Fail(Exception exception)
@@ -30,6 +38,10 @@ namespace TorchHooks
             FailureReport.Warn(suppressed, exception);
         }
 
-        public void End() => _stack.FacadeDepth--;
+        public void End()
+        {
+            _stack.FacadeDepth--;
+            if (_castGate) CastCache.FacadeEnd();
+        }
     }
 }
