@@ -25,6 +25,8 @@ namespace TorchHooks.Benchmarks
     {
         public static int Main(string[] args)
         {
+            if (args.Contains("--wrap-probe"))
+                return WrapProbe.Run();
             if (args.Contains("--resnet-probe"))
                 return ResNetProbe.Run(args);
             if (args.Contains("--write-docs") || args.Contains("--print-docs"))

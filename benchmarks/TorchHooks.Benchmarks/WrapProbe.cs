@@ -1,0 +1,45 @@
+using System;
+using System.Diagnostics;
+using System.Linq;
+using TorchSharp;
+
+namespace TorchHooks.Benchmarks
+{
+    internal static class WrapProbe
+    {
+        public static int Run()
+        {
+            for (int round = 0; round < 30; round++)
+            {
+                var m1 = Models.DeepModel();
+                var sw = Stopwatch.StartNew();
+                var list = m1.named_modules().ToList();
+                var tNamed = sw.Elapsed.TotalMicroseconds; sw.Restart();
+                foreach (var (_, m) in list) { var h = ((torch.nn.Module)m).GetType(); }
+                foreach (var (n, m) in list)
+                    Dispatchers.GetOrInstall(m, n);
+                var tInstall = sw.Elapsed.TotalMicroseconds; sw.Restart();
+                var m2 = Models.DeepModel();
+                sw.Restart();
+                var f = m2.WithHooks();
+                var tWrap = sw.Elapsed.TotalMicroseconds; sw.Restart();
+                var m3 = Models.DeepModel();
+                var l3 = m3.named_modules().Select(p => p.module).ToList();
+                sw.Restart();
+                foreach (var m in l3) ((TorchSharp.torch.nn.Module<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor>)m).register_forward_pre_hook((mm, x) => x);
+                var tReg = sw.Elapsed.TotalMicroseconds;
+                sw.Restart();
+                for (int i = 0; i < 201; i++) Guid.NewGuid().ToString();
+                var tGuid = sw.Elapsed.TotalMicroseconds;
+                var m4 = Models.DeepModel();
+                var l4 = m4.named_modules().Select(p => p.module).ToList();
+                sw.Restart();
+                foreach (var m in l4) new HookPointOf<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor>(m, "", "");
+                var tPoint = sw.Elapsed.TotalMicroseconds;
+                if (round >= 25) Console.WriteLine($"  201 Guid strings {tGuid:F0} us; 201 HookPoints {tPoint:F0} us");
+                if (round >= 25) Console.WriteLine($"named_modules {tNamed:F0} us; install 201 {tInstall:F0} us; WithHooks {tWrap:F0} us; 201 TorchSharp pre-hook registrations {tReg:F0} us");
+            }
+            return 0;
+        }
+    }
+}
