@@ -27,6 +27,8 @@ namespace TorchHooks.Benchmarks
         {
             if (args.Contains("--wrap-probe"))
                 return WrapProbe.Run();
+            if (args.Contains("--backward-probe"))
+                return BackwardProbe.Run(args);
             if (args.Contains("--resnet-probe"))
                 return ResNetProbe.Run(args);
             if (args.Contains("--write-docs") || args.Contains("--print-docs"))
