@@ -11,9 +11,15 @@ Backward section: forward + backward of the same model with parameters requiring
 no-op full backward hook on every module (9 firings per step); per module call = (with - without) / 9.
 Same as BackwardHookBenchmarks (suite 6).
 
-Run: /usr/bin/python3 benchmarks/pytorch_hook_cost.py
+Also, for docs/tracing.md (TorchHooks' tracer vs torch.profiler on the same model, suite 5): the cost per module
+call of running the forward inside torch.profiler.profile(activities=[CPU]) with module events
+(with_stack=True: "nn.Module: Linear_0" scopes) and with ops only, each round's profile context timing
+PROFILE_NUMBER forwards; per module call = (profiled - plain) / 9.
+
+Run: /usr/bin/python3 benchmarks/pytorch_hook_cost.py   (--profiler-only: only the profiler cases)
 Prints a readable table, then one line "JSON {...}" that the benchmark program parses.
 """
+import sys
 import json
 import platform
 import statistics
@@ -26,6 +32,8 @@ CALLS = 9          # module calls per forward
 NUMBER = 200       # forwards per timing sample
 ROUNDS = 40        # samples per case; cases are interleaved round by round, the median is reported
 KINDS = ("local pre", "local forward", "global pre", "global forward")
+PROFILE_NUMBER = 200
+PROFILE_ROUNDS = 15
 
 
 def make_model():
@@ -61,8 +69,33 @@ def register(model, kind, count):
     return handles
 
 
+def profiler_cost(model, x):
+    """ns per forward: plain, under torch.profiler with module scopes (with_stack=True), with ops only."""
+    from torch.profiler import profile, ProfilerActivity
+    call = lambda: model(x)
+    samples = {"plain": [], "profiler with_stack": [], "profiler ops only": []}
+    with torch.no_grad():
+        for _ in range(300):
+            call()
+        for _ in range(PROFILE_ROUNDS):
+            samples["plain"].append(timeit.timeit(call, number=PROFILE_NUMBER) / PROFILE_NUMBER * 1e9)
+            for name, stack in (("profiler with_stack", True), ("profiler ops only", False)):
+                with profile(activities=[ProfilerActivity.CPU], with_stack=stack):
+                    samples[name].append(timeit.timeit(call, number=PROFILE_NUMBER) / PROFILE_NUMBER * 1e9)
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    out = {k: {"ns_per_forward": v, "ns_per_module_call_over_plain": (v - med["plain"]) / CALLS} for k, v in med.items()}
+    print(f"torch.profiler on the same model (no grad), median of {PROFILE_ROUNDS} rounds x {PROFILE_NUMBER} forwards:")
+    for k, v in out.items():
+        print(f"  {k:<22}{v['ns_per_forward']:>10.0f} ns/forward  {v['ns_per_module_call_over_plain']:>+8.0f} ns per module call")
+    return out
+
+
 def main():
     torch.set_num_threads(1)
+    if "--profiler-only" in sys.argv:
+        model = make_model()
+        print("JSON " + json.dumps({"torch": torch.__version__, "profiler": profiler_cost(model, torch.randn(1, 8))}))
+        return
     model = make_model()
     assert len(list(model.modules())) == CALLS
     x = torch.randn(1, 8)
@@ -115,6 +148,7 @@ def main():
     b = result["backward"]
     print(f"backward: forward+backward {b['no_hooks_ns'] / 1000:.1f} us without, {b['hooks_ns'] / 1000:.1f} us with 1 full backward hook "
           f"per module; +{b['per_module_call_ns'] / 1000:.1f} us per module call")
+    result["profiler"] = profiler_cost(model, x)
     print("JSON " + json.dumps(result))
 
 

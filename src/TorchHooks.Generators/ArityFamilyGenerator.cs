@@ -90,14 +90,28 @@ namespace TorchHooks.Generators
             /// forward call path (<see cref="CallPath{TArgs,TResult}"/>); reach one with <c>facade["path"]</c>.
             /// </summary>
             /// <remarks>
-            /// Hooks belong to the modules, not to the facade: they also fire when the unwrapped model is
-            /// called. Disposing the facade does not dispose the wrapped model (its creator owns it).
+            /// <para>Hooks belong to the modules, not to the facade: they also fire when the unwrapped model is
+            /// called. <c>facade.call(...)</c> runs the full call path, the root's own hooks included;
+            /// <c>facade.forward(...)</c> skips the root's hooks and precision, like PyTorch's <c>model.forward(x)</c>,
+            /// while the children called inside still run theirs.</para>
+            /// <para>Disposing the facade ends the facade, not the model: the wrapped model, its parameters and
+            /// the hooks and policies on its modules stay as they are (the model's creator owns it), later calls
+            /// through this facade throw <see cref="ObjectDisposedException"/>, and <c>model.WithHooks()</c> returns
+            /// a new facade. Calling a facade whose wrapped model was disposed throws <see cref="ObjectDisposedException"/>
+            /// naming the model. See docs/reliability.md.</para>
             /// </remarks>
             public sealed class {{a.Facade}} : {{a.Module}}, IHookedModule
             {
                 private readonly FacadeCore<{{a.Module}}> _core;
 
-                internal HookedModule({{a.Module}} inner) : base(inner.GetName()) { _core = new(inner); }
+                private bool _disposed;
+
+                internal HookedModule({{a.Module}} inner) : base(inner.GetName())
+                {
+                    _core = new(inner);
+                    // Runs first in TorchSharp's call (before any typed pre-hook): tells forward it was reached through call.
+                    module_pre_hooks.Add(FacadeEntry.Key, FacadeEntry.Mark);
+                }
 
                 /// <summary>The wrapped model, unchanged.</summary>
                 public {{a.Module}} Module => _core.Inner;
@@ -112,13 +126,44 @@ namespace TorchHooks.Generators
                 public IReadOnlyCollection<string> Paths => _core.Tree.Paths;
                 ModuleTree IHookedModule.Tree => _core.Tree;
 
-                /// <summary>Runs the wrapped model's <c>call</c> with the full call path on every module of the tree.</summary>
+                /// <summary>
+                /// Reached through <c>call</c> (the facade called as a module, in a <c>Sequential</c>, ...): runs the wrapped
+                /// model's <c>call</c>, the full call path on every module of the tree. Called directly: runs the wrapped
+                /// model's own <c>forward</c>, skipping the root's hooks and precision like PyTorch's <c>model.forward(x)</c>;
+                /// the children it calls still run theirs.
+                /// </summary>
+                /// <exception cref="ObjectDisposedException">The facade or the wrapped model was disposed.</exception>
                 public override TResult forward({{a.Parameters}})
                 {
+                    bool viaCall = FacadeEntry.Take(this);
+                    _core.CheckAlive(_disposed);
                     var call = FacadeCall.Begin(_core.Inner);
-                    try { return _core.Inner.call({{a.Inputs}}); }
-                    catch (Exception e) { call.Fail(e); throw; }
-                    finally { call.End(); }
+                    Exception? failure = null;
+                    try { return viaCall ? _core.Inner.call({{a.Inputs}}) : _core.Inner.forward({{a.Inputs}}); }
+                    // Never entered: notes the exception as it passes (no catch and rethrow, which would pile every nesting
+                    // level's handler onto the stack of a deep recursion).
+                    catch (Exception e) when ((failure = e) is null) { throw; }
+                    finally
+                    {
+                        // Finishes the calls left open above the bracket; the original exception propagates unchanged, unless
+                        // libtorch rejected a value a hook had put in place (then an exception that names the hook).
+                        if (call.End(failure, _core.Inner) is { } explained) throw explained;
+                    }
+                }
+
+                /// <summary>
+                /// Ends the facade; the wrapped model, its parameters and the hooks on its modules are left alone (unlike
+                /// TorchSharp's <c>Module.Dispose</c>, which would walk the parameters and children the facade forwards
+                /// to). Later calls through this facade throw <see cref="ObjectDisposedException"/>; <c>WithHooks()</c>
+                /// on the model returns a new facade.
+                /// </summary>
+                protected override void Dispose(bool disposing)
+                {
+                    // Never base.Dispose: it disposes named_parameters()/named_modules(), which are the wrapped model's.
+                    // The facade's own (empty) native module is released by its SafeHandle when collected.
+                    if (!disposing || _disposed) return;
+                    _disposed = true;
+                    ModuleExtensions.Forget(_core.Inner, this);
                 }
 
                 /// <summary>
@@ -260,7 +305,7 @@ namespace TorchHooks.Generators
                 {
                     var m = ({{a.Module}})module;
                     var p = new HookPointOf<{{a.InputType}}, TResult>(m, path, signature);
-                    m.register_forward_pre_hook((mod, {{a.Inputs}}) => p.IsActive || CallPath.ActiveEverywhere ? p.Pre(mod, {{a.InputValue}}) : {{a.InputValue}});
+                    m.register_forward_pre_hook((mod, {{a.Inputs}}) => p.IsActive || CallPath.ActiveEverywhere || CallStack.HasFrames ? p.Pre(mod, {{a.InputValue}}) : {{a.InputValue}});
                     m.register_forward_hook((mod, {{a.Inputs}}, y) => CallStack.HasFrames ? p.Post(mod, {{a.InputValue}}, y) : y);
                     return p;
                 }

@@ -38,7 +38,7 @@ namespace TorchHooks
             dtype = AutocastStack.CheckDtype(device_type, dtype, enabled, nameof(dtype));
             var token = AutocastStack.Enter(bit, device_type, dtype, enabled, cache_enabled);
             return new AutocastScope(device_type, AutocastNative.GetAutocastDtype(device_type), enabled,
-                AutocastStack.LogicalCacheEnabled, token);
+                AutocastStack.LogicalCacheEnabled, token, dtype, cache_enabled);
         }
 
         /// <summary>

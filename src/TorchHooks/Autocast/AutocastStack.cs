@@ -13,6 +13,8 @@ namespace TorchHooks
         public bool PrevCudaEnabled;
         public torch.ScalarType PrevCudaDtype;
         public bool PrevCacheEnabled;
+        /// <summary>Opened by a module call on the call path (a precision policy), not by user code.</summary>
+        public bool CallRegion;
     }
 
     /// <summary>
@@ -67,12 +69,13 @@ namespace TorchHooks
         /// Enters a region for one device: saves, sets, increments libtorch's nesting counter. The caller has
         /// validated the device type and dtype (<see cref="CheckDevice"/>, <see cref="CheckDtype"/>).
         /// </summary>
-        internal static AutocastToken Enter(byte bit, DeviceType device_type, torch.ScalarType? dtype, bool enabled, bool? cache_enabled)
+        internal static AutocastToken Enter(byte bit, DeviceType device_type, torch.ScalarType? dtype, bool enabled, bool? cache_enabled, bool callRegion = false)
         {
             AutocastNative.EnsureBound();
 
             var frame = default(AutocastFrame);
             frame.Devices = bit;
+            frame.CallRegion = callRegion;
             frame.PrevCacheEnabled = LogicalCacheEnabled;
             var prevEnabled = AutocastNative.IsAutocastEnabled(device_type);
             var prevDtype = AutocastNative.GetAutocastDtype(device_type);
@@ -161,12 +164,35 @@ namespace TorchHooks
                 RestoreTop();
                 return;
             }
+            if (OnlyCallRegionsAbove(token.Index))
+            {
+                // Regions opened after this scope by module calls (precision policies) that threw inside it: the exception is
+                // unwinding through this scope's 'using'. Finish those calls (their always_call hooks run, their regions
+                // close in order), then exit normally, so the call's own exception propagates.
+                CallStack.FinishCallsWithRegionsAbove(token.Index);
+                frames = t_frames;
+                count = t_count;
+                if (frames != null && token.Index == count - 1 && frames[token.Index].Id == token.Id)
+                {
+                    RestoreTop();
+                    return;
+                }
+                if (frames == null || token.Index >= count || frames[token.Index].Id != token.Id) return;
+            }
             int inner = count - 1 - token.Index;
             while (t_count > token.Index) RestoreTop();
             throw new InvalidOperationException(
                 $"Autocast scopes exited out of order: this scope was exited while {inner} scope(s) entered after it " +
                 "were still open. TorchHooks closed those as well and restored the autocast state from before this " +
                 "scope; their own Dispose is now a no-op. Exit scopes in reverse order of entry (use 'using').");
+        }
+
+        private static bool OnlyCallRegionsAbove(int index)
+        {
+            var frames = t_frames!;
+            for (int i = index + 1; i < t_count; i++)
+                if (!frames[i].CallRegion) return false;
+            return true;
         }
 
         /// <summary>

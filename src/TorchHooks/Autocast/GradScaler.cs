@@ -127,11 +127,14 @@ namespace TorchHooks
             state.Stage = OptState.Unscaled;
         }
 
-        private static bool UnscaleGrads(optim.Optimizer optimizer, double invScale)
+        /// <summary>
+        /// Divides every gradient by the scale; returns whether any is inf/NaN, or null if the optimizer has no
+        /// gradient at all (nothing was checked). All or nothing: every gradient is checked for float16 first, so a
+        /// rejected call changes no gradient and a retry does not unscale any twice.
+        /// </summary>
+        private static bool? UnscaleGrads(optim.Optimizer optimizer, double invScale)
         {
-            bool foundInf = false;
-            using var noGrad = torch.no_grad();
-            using var scope = torch.NewDisposeScope();
+            var grads = new List<Tensor>();
             foreach (var p in optimizer.parameters())
             {
                 var grad = p.grad;
@@ -139,7 +142,15 @@ namespace TorchHooks
                 if (grad.dtype == ScalarType.Float16)
                     throw new InvalidOperationException(
                         "Attempting to unscale FP16 gradients. Keep the parameters in float32 (autocast casts them to " +
-                        "float16 per op) so that their gradients are float32.");
+                        "float16 per op) so that their gradients are float32. No gradient was unscaled.");
+                grads.Add(grad);
+            }
+            if (grads.Count == 0) return null;
+            bool foundInf = false;
+            using var noGrad = torch.no_grad();
+            using var scope = torch.NewDisposeScope();
+            foreach (var grad in grads)
+            {
                 if (!foundInf)
                 {
                     using var finite = grad.isfinite().all();
@@ -155,8 +166,9 @@ namespace TorchHooks
         /// <c>optimizer.step()</c> only if none of them is inf/NaN.
         /// </summary>
         /// <returns>True if the optimizer stepped, false if the step was skipped.</returns>
-        /// <exception cref="InvalidOperationException">Called twice for the optimizer since the last update, or before
-        /// any <see cref="scale(Tensor)"/>.</exception>
+        /// <exception cref="InvalidOperationException">Called twice for the optimizer since the last update, before
+        /// any <see cref="scale(Tensor)"/>, or when none of the optimizer's parameters has a gradient (PyTorch asserts
+        /// "No inf checks were recorded for this optimizer.").</exception>
         public bool step(optim.Optimizer optimizer)
         {
             if (optimizer is null) throw new ArgumentNullException(nameof(optimizer));
@@ -170,6 +182,10 @@ namespace TorchHooks
             if (state.Stage == OptState.Stepped)
                 throw new InvalidOperationException("step() has already been called since the last update().");
             if (state.Stage == OptState.Ready) unscale_(optimizer);
+            if (state.FoundInf is null)
+                throw new InvalidOperationException(
+                    "No inf checks were recorded for this optimizer. None of its parameters has a gradient: call " +
+                    "scaler.scale(loss).backward() before step(optimizer), and check that the optimizer holds the model's parameters.");
             bool stepped = state.FoundInf == false;
             if (stepped) optimizer.step()?.Dispose();
             state.Stage = OptState.Stepped;

@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using TorchSharp;
 
 namespace TorchHooks
@@ -25,21 +26,22 @@ namespace TorchHooks
     ///             (precision closes its region, the always_call forward hooks that have not run yet run);
     ///             their own exceptions are collected, not thrown; the original exception propagates unchanged.
     ///
-    /// The failure steps run when the exception reaches the enclosing facade call (<see cref="FacadeCall"/>)
-    /// or, if user code inside a parent's forward caught it, when that parent's call finishes. A module
-    /// called directly (not through a facade) that threw is finished at its next call.
+    /// The failure steps run when the exception reaches the enclosing facade call (<see cref="FacadeCall"/>),
+    /// when it unwinds through an autocast scope opened before the call, or — caught by user code, inside a
+    /// parent's forward or around a direct call — at the start or end of the next module call of a wrapped
+    /// tree on the thread (<see cref="CallStack.FinishAbandoned"/>), whichever comes first.
     /// </summary>
     internal static class CallPath
     {
         /// <summary>
         /// Every concern on the call path, one line each, with where it acts on the way in and on the way out
         /// (the enums list all places in PyTorch's order). Adding a concern: its own file, and one line here.
-        ///   tracing (next):        (TracingConcern.Instance,       WayIn.Tracing,           WayOut.Tracing),
         /// </summary>
         internal static readonly (CallConcern Concern, WayIn In, WayOut Out)[] Concerns =
         {
-            (ForwardHooksConcern.Instance, WayIn.ForwardPreHooks, WayOut.ForwardHooks),
-            (PrecisionConcern.Instance,    WayIn.Precision,       WayOut.Precision),
+            (TracingConcern.Instance,       WayIn.Tracing,           WayOut.Tracing),
+            (ForwardHooksConcern.Instance,  WayIn.ForwardPreHooks,   WayOut.ForwardHooks),
+            (PrecisionConcern.Instance,     WayIn.Precision,         WayOut.Precision),
             (BackwardHooksConcern.Instance, WayIn.BackwardInputWrap, WayOut.BackwardOutputWrap),
         };
 
@@ -58,11 +60,16 @@ namespace TorchHooks
         /// <summary>Recomputes <see cref="ActiveEverywhere"/>; a concern calls it when its global state changes.</summary>
         internal static void RecomputeEverywhere()
         {
-            int mask = 0;
-            foreach (var c in Concerns)
-                if (c.Concern.IsActiveEverywhere) mask |= 1 << c.Concern.Slot;
-            s_activeEverywhere = mask;
+            lock (s_recomputeGate)   // serialized, like HookPoint.Recompute: the last write sees every change before it
+            {
+                int mask = 0;
+                foreach (var c in Concerns)
+                    if (c.Concern.IsActiveEverywhere) mask |= 1 << c.Concern.Slot;
+                s_activeEverywhere = mask;
+            }
         }
+
+        private static readonly object s_recomputeGate = new();
 
         /// <summary>The concerns with work for <paramref name="node"/>'s module, one bit each (feeds <see cref="HookPoint.IsActive"/>).</summary>
         internal static int ActiveFor(HookPoint node)
@@ -93,14 +100,17 @@ namespace TorchHooks
         /// <summary>The way in (the dispatcher's TorchSharp pre-hook).</summary>
         public static TArgs BeforeForward(HookPointOf<TArgs, TResult> node, torch.nn.Module module, TArgs args)
         {
+            var stack = CallStack.CurrentOrNull;
+            // Calls that threw and were caught (inside a parent's forward, or around a direct call) are finished
+            // first: their always_call hooks run and their precision regions close before this module runs.
+            if (stack is { Count: > 0 }) stack.FinishAbandoned(CallStack.Mark());
+
             // Fast path: no concern active for this module and none everywhere (the dispatcher checks this inline too).
             if (!node.IsActive && !CallPath.ActiveEverywhere) return args;
 
-            var stack = CallStack.Current;
-            // Outside any facade call, an unfinished frame of this same module can only be left over from
-            // an earlier direct call that threw (nothing was there to finish it): finish it now.
-            if (stack.FacadeDepth == 0 && stack.Count > 0 && stack.Find(node, module) is var stale and >= 0)
-                FinishAbandonedCalls(stack, stale);
+            stack ??= CallStack.Current;
+            if (stack.Count >= ThreadState.MaxCallDepth) throw TooDeep(node, stack.Count);
+            if (!RuntimeHelpers.TryEnsureSufficientExecutionStack()) throw StackLow(node, stack.Count);
 
             // Outside any facade call, the outermost hooked call starts a new pass for call indices.
             if (stack.FacadeDepth == 0 && stack.Count == 0) stack.Pass++;
@@ -108,7 +118,8 @@ namespace TorchHooks
             var frame = stack.Push();
             frame.Node = node;
             frame.Module = module;
-            frame.CallIndex = node.NextCallIndex(stack.Pass);
+            frame.StackMark = CallStack.Mark();
+            frame.CallIndex = stack.NextCallIndex(node);
             // The concerns taking part in this call, fixed when it begins: a concern switched on mid-call joins the next call.
             int active = frame.Concerns = node.ActiveConcerns | CallPath.ConcernsActiveEverywhere;
 
@@ -126,7 +137,12 @@ namespace TorchHooks
             var stack = CallStack.CurrentOrNull;
             if (stack is null || stack.Count == 0) return result;          // fast path
             int index = stack.Find(node, module);
-            if (index < 0) return result;                                  // this call took the fast path
+            if (index < 0)                                                 // this call took the fast path:
+            {
+                stack.FinishAbandoned(CallStack.Mark());                   // calls left open inside it threw, and were caught
+                if (stack.Count == 0 && stack.FacadeDepth == 0) stack.EndPass();
+                return result;
+            }
             if (index < stack.Count - 1) FinishAbandonedCalls(stack, index + 1); // children that threw, caught in our forward
             var frame = stack[index];
 
@@ -138,6 +154,7 @@ namespace TorchHooks
                 if ((active & bits[i]) != 0) steps[i].Out(frame, ref args, ref result);
 
             stack.Pop();
+            if (stack.Count == 0 && stack.FacadeDepth == 0) stack.EndPass();
             return result;
         }
 
@@ -162,6 +179,16 @@ namespace TorchHooks
             stack.Unwind(keep, suppressed);
             FailureReport.Warn(suppressed, null);
         }
+
+        private static InvalidOperationException TooDeep(HookPoint node, int depth)
+            => new($"Module '{node.Path}' ({node.Module.GetType().Name}) was called {depth} hooked calls deep on this thread, " +
+                   $"the limit (ThreadState.MaxCallDepth = {ThreadState.MaxCallDepth}). A hook or forward that calls the model " +
+                   "again needs a bound (e.g. a flag that skips the nested call); unbounded, it would overflow the stack and end the process.");
+
+        private static InsufficientExecutionStackException StackLow(HookPoint node, int depth)
+            => new($"Module '{node.Path}' ({node.Module.GetType().Name}) was called {depth} hooked calls deep and this thread's stack " +
+                   $"is nearly exhausted (before ThreadState.MaxCallDepth = {ThreadState.MaxCallDepth}). A hook or forward that calls the " +
+                   "model again needs a bound; or run the model on a thread with a larger stack.");
     }
 
     /// <summary>

@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using TorchSharp;
 
 namespace TorchHooks
@@ -15,6 +16,8 @@ namespace TorchHooks
         public HookPoint Node = null!;
         public torch.nn.Module Module = null!;
         public int CallIndex;
+        /// <summary>Where the machine stack was when the call began (<see cref="CallStack.Mark"/>): calls nested in it are deeper.</summary>
+        public nuint StackMark;
         /// <summary>The concerns taking part in this call (bit <see cref="CallConcern.Slot"/> of each), fixed when it begins.</summary>
         public int Concerns;
         private readonly CallState?[] _states = new CallState?[CallPath.Concerns.Length];
@@ -29,22 +32,37 @@ namespace TorchHooks
 
         public void Clear()
         {
-            Node = null!; Module = null!; CallIndex = 0; Concerns = 0;
+            Node = null!; Module = null!; CallIndex = 0; Concerns = 0; StackMark = 0;
             foreach (var state in _states) state?.Clear();
         }
     }
 
-    /// <summary>The per-thread stack of module calls that have active hooks.</summary>
+    /// <summary>
+    /// The per-thread stack of module calls that have active hooks.
+    /// </summary>
+    /// <remarks>
+    /// TorchSharp's sealed <c>call</c> has no <c>finally</c> to attach to, so a call whose forward threw leaves its
+    /// frame here until something notices. A frame is abandoned once the machine stack has unwound past the point
+    /// where its call began: every call nested in it runs deeper (at a lower address; .NET stacks grow down on
+    /// every supported platform), and a call at the same depth or shallower can only begin after it ended.
+    /// <see cref="FinishAbandoned"/> uses that at the start and end of every module call of a wrapped tree while
+    /// frames are open, so a failed call is finished (always_call hooks, precision region) before the next module
+    /// runs — whether the exception was caught inside a parent's forward or outside a direct call.
+    /// </remarks>
     internal sealed class CallStack
     {
         [ThreadStatic] private static CallStack? t_current;
         private CallFrame[] _frames = new CallFrame[16];
         private int _count;
+        private Dictionary<HookPoint, int>? _callCounts;
+        private long _callCountsPass = -1;
 
-        /// <summary>Identifies the current outermost facade call on this thread (for call indices).</summary>
+        /// <summary>Identifies the current outermost call on this thread (for call indices).</summary>
         public long Pass;
         /// <summary>How many facade calls are under way on this thread.</summary>
         public int FacadeDepth;
+        /// <summary>The latest value a hook put in place of an input or output during the current facade call (for error messages).</summary>
+        public Replacement LastReplacement;
 
         public static CallStack Current => t_current ??= new CallStack();
         public static CallStack? CurrentOrNull => t_current;
@@ -56,10 +74,38 @@ namespace TorchHooks
         public CallFrame this[int i] => _frames[i];
         public CallFrame? Top => _count == 0 ? null : _frames[_count - 1];
 
+        /// <summary>The current position of the machine stack, as seen from the caller's frame.</summary>
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        public static unsafe nuint Mark()
+        {
+            byte probe = 0;
+            return (nuint)(&probe);
+        }
+
         public CallFrame Push()
         {
             if (_count == _frames.Length) Array.Resize(ref _frames, _count * 2);
             return _frames[_count++] ??= new CallFrame();
+        }
+
+        /// <summary>
+        /// <paramref name="node"/>'s call index in the current pass on this thread: 0 for its first call, 1 for the
+        /// second... Per thread, so calls of one model on several threads never share a count.
+        /// </summary>
+        public int NextCallIndex(HookPoint node)
+        {
+            var counts = _callCounts ??= new Dictionary<HookPoint, int>(ReferenceEqualityComparer.Instance);
+            if (_callCountsPass != Pass) { counts.Clear(); _callCountsPass = Pass; }
+            ref int count = ref CollectionsMarshal.GetValueRefOrAddDefault(counts, node, out _);
+            return count++;
+        }
+
+        /// <summary>The outermost call ended: drop the pass's call counts and replacement record (nothing stays reachable).</summary>
+        public void EndPass()
+        {
+            if (_callCounts is { Count: > 0 } counts) counts.Clear();
+            _callCountsPass = -1;
+            LastReplacement = default;
         }
 
         /// <summary>Index of the topmost frame of <paramref name="module"/>'s call, or -1.</summary>
@@ -79,6 +125,22 @@ namespace TorchHooks
         }
 
         /// <summary>
+        /// Finishes, as failed, the calls whose frames are at or above stack position <paramref name="here"/> (a
+        /// <see cref="Mark"/> taken where a module call begins or ends): they began no deeper than here, so they
+        /// are over — they threw and the exception was caught. Returns whether any was finished.
+        /// </summary>
+        public bool FinishAbandoned(nuint here)
+        {
+            if (_count == 0 || _frames[_count - 1].StackMark > here) return false;   // the top call is still under way
+            int keep = _count - 1;
+            while (keep > 0 && _frames[keep - 1].StackMark <= here) keep--;
+            var suppressed = new List<Exception>();
+            Unwind(keep, suppressed);
+            FailureReport.Warn(suppressed, null);
+            return true;
+        }
+
+        /// <summary>
         /// Finishes every call above <paramref name="keep"/> frames as failed, innermost first: runs the
         /// failure step of every concern (always_call forward hooks that have not run yet, precision regions). Exceptions thrown by
         /// those hooks are collected in <paramref name="suppressed"/>, never thrown.
@@ -92,5 +154,33 @@ namespace TorchHooks
                 finally { Pop(); }
             }
         }
+
+        /// <summary>
+        /// An autocast scope is exiting while regions opened after it by module calls (precision policies) are still
+        /// open: those calls threw inside the scope, and the exception is unwinding through its <c>using</c>. Finishes
+        /// them (innermost first) until no region above <paramref name="autocastIndex"/> is left, so the scope exits
+        /// in order and the call's own exception propagates.
+        /// </summary>
+        public static void FinishCallsWithRegionsAbove(int autocastIndex)
+        {
+            var stack = t_current;
+            if (stack is null) return;
+            var suppressed = new List<Exception>();
+            while (stack._count > 0 && AutocastStack.Depth > autocastIndex + 1)
+                stack.Unwind(stack._count - 1, suppressed);
+            FailureReport.Warn(suppressed, null);
+        }
+    }
+
+    /// <summary>A value a hook returned in place of a module's input or output (for the message when the next layer rejects it).</summary>
+    internal readonly struct Replacement
+    {
+        public Replacement(HookPoint node, string hook, string what, object? value) { Node = node; Hook = hook; What = what; Value = value; }
+        public readonly HookPoint? Node;
+        /// <summary>"forward hook #0", "global forward pre-hook #1".</summary>
+        public readonly string? Hook;
+        /// <summary>"output" or "input".</summary>
+        public readonly string? What;
+        public readonly object? Value;
     }
 }

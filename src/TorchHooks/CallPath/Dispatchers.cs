@@ -14,7 +14,8 @@ namespace TorchHooks
     /// reflection once per closed module type and then called as a delegate; each
     /// turns the inputs into one value (the input, or a tuple of the inputs) for the call path.
     /// The fast-path checks (of <see cref="CallPath{TArgs,TResult}.BeforeForward"/>) are repeated inline in the
-    /// lambdas so that a call with no hook anywhere costs two flag reads and a thread-static read.
+    /// lambdas so that a call with no hook anywhere costs two flag reads and two thread-static reads (the pre-hook
+    /// also enters the call path while frames are open on the thread, to finish calls that threw and were caught).
     /// </summary>
     internal static partial class Dispatchers
     {

@@ -1,13 +1,15 @@
 using System;
 using System.Collections.Generic;
+using System.Runtime.InteropServices;
 using TorchSharp;
 
 namespace TorchHooks
 {
     /// <summary>
     /// The bracket every facade's <c>forward</c> puts around the wrapped model's <c>call</c>: it starts a
-    /// new pass for call indices (outermost facade only) and, if the call throws, finishes the failed
-    /// module calls above it (always_call hooks, forward scopes) before the exception propagates unchanged.
+    /// new pass for call indices (outermost facade only); if the call throws, it finishes the failed module
+    /// calls above it (always_call hooks, precision regions) before the exception propagates; if it returns,
+    /// it finishes the calls that threw inside it and were caught by user code without a hooked call after them.
     /// </summary>
     internal readonly struct FacadeCall
     {
@@ -25,23 +27,89 @@ namespace TorchHooks
             if (stack.FacadeDepth++ == 0)
             {
                 stack.Pass++;
+                stack.LastReplacement = default;
                 if (AutocastStack.Depth != 0) gate = CastCache.FacadeBegin(root);
             }
+            if (stack.FacadeDepth == 1) TracingConcern.CheckListeners();   // an OpenTelemetry listener added or removed since the last call
             return new FacadeCall(stack, stack.Count, gate);
         }
 
-        public void Fail(Exception exception)
+        /// <summary>
+        /// Ends the bracket. Calls still open above it are finished as failed: the ones that threw inside the facade
+        /// call, when it threw <paramref name="failure"/> (their exceptions from always_call hooks attached to it), or
+        /// the ones that threw and were caught by user code, when it returned. Returns null when the original
+        /// exception is to propagate unchanged (always, except below), or an explaining exception when libtorch
+        /// rejected a value a hook had put in place during this call (which hook, which module, what value; the
+        /// libtorch error as its inner exception), or an <see cref="ObjectDisposedException"/> naming
+        /// <paramref name="model"/> when it was disposed.
+        /// </summary>
+        public Exception? End(Exception? failure, torch.nn.Module? model = null)
         {
-            if (_stack.Count <= _mark) return;
-            var suppressed = new List<Exception>();
-            _stack.Unwind(_mark, suppressed);
-            FailureReport.Warn(suppressed, exception);
+            Exception? explained = null;
+            try
+            {
+                if (_stack.Count > _mark)
+                {
+                    var suppressed = new List<Exception>();
+                    _stack.Unwind(_mark, suppressed);
+                    FailureReport.Warn(suppressed, failure);
+                }
+                if (failure is not null && model is not null && failure is not ObjectDisposedException && ModuleState.IsDisposed(model))
+                    explained = ModuleState.Disposed(model, "The facade's model cannot be called", failure);
+                else if (failure is ExternalException && _stack.LastReplacement.Node is not null)
+                    explained = Explain(failure, _stack.LastReplacement);
+            }
+            finally
+            {
+                if (--_stack.FacadeDepth == 0 && _stack.Count == 0) _stack.EndPass();
+                if (_castGate) CastCache.FacadeEnd();
+            }
+            return explained;
         }
 
-        public void End()
+        private static InvalidOperationException Explain(Exception error, Replacement r)
         {
-            _stack.FacadeDepth--;
-            if (_castGate) CastCache.FacadeEnd();
+            var node = r.Node!;
+            return new InvalidOperationException(
+                $"libtorch rejected a value after a hook replaced one: the {r.Hook} of module '{node.Path}' ({node.Module.GetType().Name}) " +
+                $"returned {Describe(r.Value)} as the module's {r.What}, and the model then failed with: {FirstLine(error.Message)} " +
+                "Check that the hook's replacement has the shape, dtype and device the next layer expects.", error);
+        }
+
+        /// <summary>libtorch's message without the C++ backtrace that follows it (still in the inner exception).</summary>
+        private static string FirstLine(string message)
+        {
+            int end = message.IndexOf('\n');
+            return (end < 0 ? message : message.Substring(0, end)).TrimEnd();
+        }
+
+        internal static string Describe(object? value) => value switch
+        {
+            null => "null",
+            torch.Tensor { IsInvalid: true } => "a disposed tensor",
+            torch.Tensor t => $"a {t.dtype} tensor of shape [{string.Join(", ", t.shape)}]",
+            _ => $"a {Dispatchers.Name(value.GetType())}",
+        };
+    }
+
+    /// <summary>
+    /// How a facade's <c>forward</c> knows it was reached through TorchSharp's <c>call</c> (run the whole call path)
+    /// rather than called directly (skip the root's own hooks, like PyTorch's <c>model.forward</c>): the facade's
+    /// first TorchSharp module pre-hook marks it on the thread, <c>forward</c> takes the mark.
+    /// </summary>
+    internal static class FacadeEntry
+    {
+        public const string Key = "TorchHooks.FacadeEntry";
+
+        [ThreadStatic] private static torch.nn.Module? t_entered;
+
+        public static void Mark(torch.nn.Module facade) => t_entered = facade;
+
+        public static bool Take(torch.nn.Module facade)
+        {
+            if (!ReferenceEquals(t_entered, facade)) return false;
+            t_entered = null;
+            return true;
         }
     }
 }

@@ -1,3 +1,4 @@
+using System;
 using TorchSharp;
 
 namespace TorchHooks
@@ -21,6 +22,17 @@ namespace TorchHooks
         public TModule Inner { get; }
         public ModuleTree Tree { get; }
         public HookPoint Root { get; }
+
+        /// <summary>Throws <see cref="ObjectDisposedException"/> if the facade (<paramref name="facadeDisposed"/>) or the wrapped model was disposed.</summary>
+        public void CheckAlive(bool facadeDisposed)
+        {
+            if (facadeDisposed)
+                throw new ObjectDisposedException($"HookedModule({Inner.GetType().Name})",
+                    $"This facade of a {Inner.GetType().Name} was disposed. Disposing a facade leaves the model, its parameters and its hooks alone; " +
+                    "call the model itself, or model.WithHooks() for a new facade.");
+            if (ModuleState.HandleReleased(Inner))
+                throw ModuleState.Disposed(Inner, "The facade's model cannot be called");
+        }
 
         /// <summary>Registers a submodule on the wrapped model and installs hook points on it.</summary>
         public void RegisterModule(string name, torch.nn.Module submodule)

@@ -21,7 +21,15 @@ namespace TorchHooks
         {
             if (model is null) throw new ArgumentNullException(nameof(model), "Pass the TorchSharp module to wrap.");
             if (model is TFacade already) return already;
+            if (ModuleState.IsDisposed(model)) throw ModuleState.Disposed(model, "WithHooks() needs a live model");
             return (TFacade)s_facades.GetValue(model, m => create((TModel)m));
+        }
+
+        /// <summary>A disposed facade: <c>WithHooks()</c> on its model makes a new one from now on.</summary>
+        internal static void Forget(torch.nn.Module model, object facade)
+        {
+            lock (s_facades)
+                if (s_facades.TryGetValue(model, out var current) && ReferenceEquals(current, facade)) s_facades.Remove(model);
         }
 
         /// <summary>

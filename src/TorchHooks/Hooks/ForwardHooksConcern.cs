@@ -52,15 +52,17 @@ namespace TorchHooks
                 state.Local = node.Forward.Snapshot;
                 state.Args = args;
 
-                foreach (var entry in ModuleHooks.ForwardPre.Snapshot)
+                var global = ModuleHooks.ForwardPre.Snapshot;
+                for (int i = 0; i < global.Length; i++)
                 {
-                    if (entry.Fn is ForwardPreHook<TArgs> hook && hook(module, args) is { } replaced)
-                        args = replaced.Value;
+                    if (global[i].Fn is ForwardPreHook<TArgs> hook && hook(module, args) is { } replaced)
+                        args = Replaced(frame, replaced.Value, "global forward pre-hook", i, "input");
                 }
-                foreach (var entry in node.ForwardPre.Snapshot)
+                var local = node.ForwardPre.Snapshot;
+                for (int i = 0; i < local.Length; i++)
                 {
-                    if (((ForwardPreHook<TArgs>)entry.Fn)(module, args) is { } replaced)
-                        args = replaced.Value;
+                    if (((ForwardPreHook<TArgs>)local[i].Fn)(module, args) is { } replaced)
+                        args = Replaced(frame, replaced.Value, "forward pre-hook", i, "input");
                 }
                 state.Args = args;
             }
@@ -77,8 +79,33 @@ namespace TorchHooks
                     int i = state.Started++;
                     var entry = i < global.Length ? global[i] : local[i - global.Length];
                     if (entry.Fn is ForwardHook<TArgs, TResult> hook && hook(module, args, result) is { } replaced)
-                        result = replaced.Value;
+                        result = i < global.Length
+                            ? Replaced(frame, replaced.Value, "global forward hook", i, "output")
+                            : Replaced(frame, replaced.Value, "forward hook", i - global.Length, "output");
                 }
+            }
+
+            /// <summary>
+            /// A hook returned <paramref name="value"/> in place of the module's input or output: a disposed tensor is
+            /// rejected here, naming the hook (it would fail later as libtorch's "Tensor invalid -- empty handle");
+            /// otherwise it is remembered for the message if libtorch rejects it later in this facade call.
+            /// </summary>
+            private static T Replaced<T>(CallFrame frame, T value, string kind, int index, string what)
+            {
+                if (value is torch.Tensor { IsInvalid: true } || (value is System.Runtime.CompilerServices.ITuple tuple && HasDisposed(tuple)))
+                    throw new ObjectDisposedException("Tensor",
+                        $"The {kind} #{index} of module '{frame.Node.Path}' ({frame.Module.GetType().Name}) returned a disposed tensor as the module's {what}. " +
+                        "Return a live tensor (a new result, or x.alias()); a tensor in a 'using' inside the hook is disposed when the hook returns.");
+                var stack = CallStack.Current;
+                if (stack.FacadeDepth > 0) stack.LastReplacement = new Replacement(frame.Node, $"{kind} #{index}", what, value);
+                return value;
+            }
+
+            private static bool HasDisposed(System.Runtime.CompilerServices.ITuple tuple)
+            {
+                for (int i = 0; i < tuple.Length; i++)
+                    if (tuple[i] is torch.Tensor { IsInvalid: true }) return true;
+                return false;
             }
 
             /// <summary>The always_call forward hooks that have not started yet run, with a null (default) output.</summary>

@@ -69,7 +69,8 @@ namespace TorchHooks
         {
             bool? cache = null;
             if (enabled && Amp.is_autocast_enabled(device_type) && Amp.get_autocast_dtype(device_type) != dtype) cache = false;
-            return Amp.Enter(device_type, dtype, enabled, cache);
+            var bit = AutocastStack.CheckDevice(device_type, nameof(device_type));
+            return AutocastStack.Enter(bit, device_type, AutocastStack.CheckDtype(device_type, dtype, enabled, nameof(dtype)), enabled, cache, callRegion: true);
         }
 
         /// <summary>Casts lower-precision floating tensor inputs to float32; records the copies in <paramref name="created"/>.</summary>

@@ -21,8 +21,6 @@ namespace TorchHooks
     public abstract partial class HookPoint
     {
         private volatile int _active;
-        private long _pass = -1;
-        private int _calls;
 
         private protected HookPoint(torch.nn.Module module, string path, string signature)
         {
@@ -48,14 +46,17 @@ namespace TorchHooks
         /// <summary>The concerns active for this module: bit <see cref="CallConcern.Slot"/> of each.</summary>
         internal int ActiveConcerns => _active;
 
-        /// <summary>Recomputes <see cref="IsActive"/>; a concern calls it when its state on this node changes.</summary>
-        internal void Recompute() => _active = CallPath.ActiveFor(this);
-
-        internal int NextCallIndex(long pass)
+        /// <summary>
+        /// Recomputes <see cref="IsActive"/>; a concern calls it after its state on this node changed. Serialized:
+        /// each recompute reads the state after every change whose recompute ran before it, so the last write wins
+        /// with the latest state (two threads changing different lists cannot leave a stale flag).
+        /// </summary>
+        internal void Recompute()
         {
-            if (_pass != pass) { _pass = pass; _calls = 0; }
-            return _calls++;
+            lock (_recomputeGate) _active = CallPath.ActiveFor(this);
         }
+
+        private readonly object _recomputeGate = new();
 
         internal abstract void FinishFailedCall(CallFrame frame, List<Exception> suppressed);
 

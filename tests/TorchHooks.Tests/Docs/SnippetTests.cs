@@ -13,7 +13,7 @@ namespace TorchHooks.Tests.Docs;
 
 /// <summary>
 /// Every ```csharp block in README.md and docs/**/*.md compiles as written: each block is its own
-/// program (top-level statements) or library, against the BCL, TorchSharp and TorchHooks, with nothing
+/// program (top-level statements) or library, against the BCL, TorchSharp, TorchHooks (and, for NUnit tests, NUnit and TorchHooks.NUnit), with nothing
 /// added. Blocks that are not C# (shell lines, notebook #r directives) are fenced as text or sh.
 /// </summary>
 [TestFixture]
@@ -45,6 +45,9 @@ public class SnippetTests
         var paths = ((string)AppContext.GetData("TRUSTED_PLATFORM_ASSEMBLIES")!).Split(Path.PathSeparator).ToList();
         paths.Add(typeof(TorchSharp.torch).Assembly.Location);
         paths.Add(typeof(ModuleExtensions).Assembly.Location);
+        paths.Add(typeof(TorchHooks.NUnit.Matches).Assembly.Location);   // docs/snapshots.md: the NUnit companion
+        paths.Add(typeof(Assert).Assembly.Location);
+        paths.Add(typeof(TorchSharp.torchvision).Assembly.Location);   // README and docs/tracing.md use TorchVision's resnet18
         return paths.Where(p => p.Length > 0).Distinct().Select(p => (MetadataReference)MetadataReference.CreateFromFile(p)).ToArray();
     });
 

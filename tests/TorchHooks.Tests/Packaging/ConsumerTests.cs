@@ -21,7 +21,7 @@ namespace TorchHooks.Tests.Packaging;
 [NonParallelizable]
 public class ConsumerTests
 {
-    private BuildTestSupport.TempDir _root = null!;
+    private UserWorkspace _root = null!;
     private string _packages = null!;
     private string _globalPackages = null!;
     private ProcessResult _libBuild = null!;
@@ -84,25 +84,9 @@ Console.WriteLine($""through Lib: shape={string.Join(""x"", y.shape)} act hook f
     [OneTimeSetUp]
     public void CreateAndBuildConsumers()
     {
-        _root = new BuildTestSupport.TempDir("torchhooks-consumer");
-        // Nothing above the consumer folder may inject build settings (a user's project has none of ours).
-        for (var dir = new DirectoryInfo(_root.Path); dir != null; dir = dir.Parent)
-            foreach (var f in new[] { "Directory.Build.props", "Directory.Build.targets", "Directory.Packages.props" })
-                Assume.That(File.Exists(Path.Combine(dir.FullName, f)), Is.False, $"{f} in {dir.FullName} would leak into the consumer projects");
-
-        _globalPackages = Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } env
-            ? env : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
-        _packages = _root.Sub("packages");
-        File.WriteAllText(_root.File("nuget.config"), $@"<?xml version=""1.0"" encoding=""utf-8""?>
-<configuration>
-  <packageSources>
-    <add key=""torchhooks-local"" value=""{LocalFeed.Folder}"" />
-  </packageSources>
-  <fallbackPackageFolders>
-    <add key=""user-cache"" value=""{_globalPackages}"" />
-  </fallbackPackageFolders>
-</configuration>
-");
+        _root = new UserWorkspace("torchhooks-consumer");
+        _packages = _root.Packages;
+        _globalPackages = _root.GlobalPackages;
         WriteProject("App", "Exe", AppProgram, "Program.cs", torchHooks: true, runtime: true);
         WriteProject("Lib", "Library", LibSource, "Models.cs", torchHooks: true, runtime: false);
         WriteProject("App2", "Exe", App2Program, "Program.cs", torchHooks: false, runtime: true, projectReference: "../Lib/Lib.csproj");
@@ -136,16 +120,7 @@ Console.WriteLine($""through Lib: shape={string.Join(""x"", y.shape)} act hook f
         File.WriteAllText(Path.Combine(dir, file), source);
     }
 
-    private ProcessResult Dotnet(params string[] args)
-    {
-        var r = BuildTestSupport.RunAsync(BuildTestSupport.DotNet, args.Concat(new[] { "-nologo" }), _root.Path,
-            cleanMSBuildEnvironment: true, timeoutSeconds: 600, environment: new Dictionary<string, string?>
-            {
-                ["NUGET_PACKAGES"] = _packages,
-            }).GetAwaiter().GetResult();
-        TestContext.Out.WriteLine($"dotnet {string.Join(" ", args)} (exit {r.ExitCode})");
-        return r;
-    }
+    private ProcessResult Dotnet(params string[] args) => _root.Dotnet(_root.Path, null, args);
 
     private ProcessResult RunApp(string name, params string[] args)
     {

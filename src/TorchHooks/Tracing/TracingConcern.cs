@@ -1,0 +1,286 @@
+using System;
+using System.Runtime.CompilerServices;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.Reflection;
+using System.Threading;
+using TorchSharp;
+
+namespace TorchHooks
+{
+    /// <summary>
+    /// The tracing concern of the call path, the outermost one: a module call begins here (after nothing) and
+    /// ends here (after everything, forward hooks included). It feeds the open observers — tracers
+    /// (<see cref="ModuleTracer"/>), activation caches (<see cref="ActivationCache"/>) — and, when an
+    /// <c>ActivityListener</c> listens to <see cref="TorchHooksTelemetry.ActivitySourceName"/>, starts an
+    /// OpenTelemetry span per module call, parented along the call tree through <see cref="Activity.Current"/>.
+    /// </summary>
+    /// <remarks>
+    /// Off means free: with no observer open and no listener, <see cref="IsActiveEverywhere"/> is false and calls
+    /// take the fast path unchanged. Whether someone listens is re-read when an observer opens or closes and at the
+    /// start of every outermost facade call (<see cref="CheckListeners"/>): a listener added while no facade call is
+    /// under way is seen from the next facade call on.
+    /// </remarks>
+    internal sealed class TracingConcern : CallConcern
+    {
+        public static readonly TracingConcern Instance = new();
+
+        internal static readonly ActivitySource Source = new(TorchHooksTelemetry.ActivitySourceName,
+            typeof(TracingConcern).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion);
+
+        private static readonly object s_gate = new();
+        private static volatile CallObserver[] s_observers = Array.Empty<CallObserver>();
+        private static volatile bool s_listening;
+
+        public override bool IsActiveFor(HookPoint node) => false;
+
+        public override bool IsActiveEverywhere => s_observers.Length > 0 || s_listening;
+
+        public override CallSteps<TArgs, TResult> Steps<TArgs, TResult>() => new Typed<TArgs, TResult>();
+
+        /// <summary>Re-reads whether an <c>ActivityListener</c> listens to TorchHooks' source; recomputes the fast path if that changed.</summary>
+        internal static void CheckListeners()
+        {
+            bool listening = Source.HasListeners();
+            if (listening == s_listening) return;
+            s_listening = listening;
+            CallPath.RecomputeEverywhere();
+        }
+
+        internal static void Add(CallObserver observer)
+        {
+            lock (s_gate)
+            {
+                var list = new List<CallObserver>(s_observers) { observer };
+                s_observers = list.ToArray();
+            }
+            s_listening = Source.HasListeners();
+            CallPath.RecomputeEverywhere();
+        }
+
+        internal static void Remove(CallObserver observer)
+        {
+            lock (s_gate)
+            {
+                var list = new List<CallObserver>(s_observers);
+                if (!list.Remove(observer)) return;
+                s_observers = list.ToArray();
+            }
+            s_listening = Source.HasListeners();
+            CallPath.RecomputeEverywhere();
+        }
+
+        /// <summary>The number of observers open (tests, diagnostics).</summary>
+        internal static int ObserverCount => s_observers.Length;
+
+        /// <summary>
+        /// The hook point for backward timings (for the backward-hooks concern): records a backward pass through
+        /// <paramref name="node"/>'s module, from <paramref name="startTimestamp"/> to <paramref name="endTimestamp"/>
+        /// (<see cref="Stopwatch.GetTimestamp"/> values), in every open tracer, on the calling thread's backward track.
+        /// </summary>
+        internal static void RecordBackward(HookPoint node, torch.nn.Module module, int callIndex, long startTimestamp, long endTimestamp,
+            IReadOnlyList<TensorInfo>? gradInputs, IReadOnlyList<TensorInfo>? gradOutputs)
+        {
+            foreach (var observer in s_observers)
+                if (ModuleTracer.Of(observer) is { } tracer)
+                    tracer.RecordBackward(node, module, callIndex, startTimestamp, endTimestamp, gradInputs, gradOutputs);
+        }
+
+        /// <summary>Per call: the observers open when it began, each one's token for it, and the span.</summary>
+        private sealed class State : CallState
+        {
+            public CallObserver[] Observers = Array.Empty<CallObserver>();
+            public object?[] Tokens = Array.Empty<object?>();
+            public Activity? Activity;
+
+            public override void Clear()
+            {
+                Observers = Array.Empty<CallObserver>();
+                Array.Clear(Tokens);
+                Activity = null;
+            }
+
+            public object? TokenOf(CallObserver observer)
+            {
+                var observers = Observers;
+                for (int i = 0; i < observers.Length; i++)
+                    if (ReferenceEquals(observers[i], observer)) return Tokens[i];
+                return null;
+            }
+        }
+
+        /// <summary>The token <paramref name="observer"/> gave the innermost enclosing call on this thread that it recorded.</summary>
+        private static object? ParentToken(CallStack stack, CallObserver observer)
+        {
+            for (int i = stack.Count - 2; i >= 0; i--)
+                if (Unsafe.As<State>(stack[i].State(Instance.Slot)) is { } state && state.TokenOf(observer) is { } token)
+                    return token;
+            return null;
+        }
+
+        private sealed class Typed<TArgs, TResult> : CallSteps<TArgs, TResult>
+        {
+            public override void In(CallFrame frame, ref TArgs args)
+            {
+                var state = Unsafe.As<State>(frame.State(Instance.Slot) ??= new State());
+                var observers = s_observers;
+                if (observers.Length > 0)
+                {
+                    long now = Stopwatch.GetTimestamp();
+                    state.Observers = observers;
+                    if (state.Tokens.Length < observers.Length) state.Tokens = new object?[observers.Length];
+                    var stack = CallStack.Current;
+                    for (int i = 0; i < observers.Length; i++)
+                    {
+                        var observer = observers[i];
+                        if (!observer.Wants(frame.Node)) continue;
+                        state.Tokens[i] = observer.Begin(frame, args, ParentToken(stack, observer), now);
+                    }
+                }
+                if (s_listening && Source.StartActivity(frame.Node.SpanName, ActivityKind.Internal) is { } activity)
+                {
+                    state.Activity = activity;
+                    if (activity.IsAllDataRequested) Telemetry.TagStart(activity, frame, args);
+                }
+            }
+
+            public override void Out(CallFrame frame, ref TArgs args, ref TResult result)
+            {
+                if (Unsafe.As<State>(frame.State(Instance.Slot)) is not { } state) return;
+                var observers = state.Observers;
+                if (observers.Length > 0)
+                {
+                    long now = Stopwatch.GetTimestamp();
+                    for (int i = 0; i < observers.Length; i++)
+                    {
+                        if (state.Tokens[i] is not { } token) continue;
+                        state.Tokens[i] = null;   // ended: a failure step after an observer threw does not end it twice
+                        observers[i].End(token, args, result, now, failed: false);
+                    }
+                }
+                if (state.Activity is { } activity)
+                {
+                    state.Activity = null;
+                    if (activity.IsAllDataRequested) Telemetry.TagEnd(activity, result);
+                    activity.Stop();
+                }
+            }
+
+            public override void Failed(CallFrame frame, List<Exception> suppressed)
+            {
+                if (Unsafe.As<State>(frame.State(Instance.Slot)) is not { } state) return;
+                long now = Stopwatch.GetTimestamp();
+                var observers = state.Observers;
+                for (int i = 0; i < observers.Length; i++)
+                {
+                    if (state.Tokens[i] is not { } token) continue;
+                    try { observers[i].End(token, null, null, now, failed: true); }
+                    catch (Exception e) { suppressed.Add(e); }
+                }
+                if (state.Activity is { } activity)
+                {
+                    state.Activity = null;
+                    try
+                    {
+                        activity.SetStatus(ActivityStatusCode.Error, "The module call threw.");
+                        activity.Stop();
+                    }
+                    catch (Exception e) { suppressed.Add(e); }
+                }
+            }
+        }
+
+        /// <summary>Tags of the spans (names in <see cref="TorchHooksTelemetry"/>).</summary>
+        private static class Telemetry
+        {
+            public static void TagStart<TArgs>(Activity activity, CallFrame frame, TArgs args)
+            {
+                var module = frame.Module;
+                activity.SetTag(TorchHooksTelemetry.ModulePath, frame.Node.Path);
+                activity.SetTag(TorchHooksTelemetry.ModuleType, module.GetType().Name);
+                activity.SetTag(TorchHooksTelemetry.CallIndex, frame.CallIndex);
+                activity.SetTag(TorchHooksTelemetry.Phase, "forward");
+                activity.SetTag(TorchHooksTelemetry.Training, module.training);
+                var inputs = TensorInfo.Describe(args);
+                if (inputs.Length > 0)
+                {
+                    activity.SetTag(TorchHooksTelemetry.InputShapes, Shapes(inputs));
+                    activity.SetTag(TorchHooksTelemetry.InputDtypes, Dtypes(inputs));
+                    activity.SetTag(TorchHooksTelemetry.Device, inputs[0].Device);
+                }
+                var (cpu, _) = ModuleTracer.AutocastFor(frame.Node);
+                if (cpu is { } dtype) activity.SetTag(TorchHooksTelemetry.Autocast, dtype.ToString());
+            }
+
+            public static void TagEnd<TResult>(Activity activity, TResult result)
+            {
+                var outputs = TensorInfo.Describe(result);
+                if (outputs.Length == 0) return;
+                activity.SetTag(TorchHooksTelemetry.OutputShapes, Shapes(outputs));
+                activity.SetTag(TorchHooksTelemetry.OutputDtypes, Dtypes(outputs));
+            }
+
+            private static string Shapes(TensorInfo[] infos) => infos.Length == 1 ? infos[0].ShapeText : string.Join("; ", Array.ConvertAll(infos, i => i.ShapeText));
+            private static string Dtypes(TensorInfo[] infos) => infos.Length == 1 ? infos[0].Dtype.ToString() : string.Join("; ", Array.ConvertAll(infos, i => i.Dtype.ToString()));
+        }
+    }
+
+    /// <summary>
+    /// Something that watches module calls through the tracing concern: a <see cref="ModuleTracer"/> or an
+    /// <see cref="ActivationCache"/>. Holds no reference to any model (the call path hands it the frame).
+    /// </summary>
+    internal abstract class CallObserver
+    {
+        /// <summary>Whether calls of <paramref name="node"/>'s module are recorded.</summary>
+        public abstract bool Wants(HookPoint node);
+
+        /// <summary>A call begins; returns the observer's token for it (null: not recorded).</summary>
+        public abstract object? Begin(CallFrame frame, object? args, object? parentToken, long timestamp);
+
+        /// <summary>The call with <paramref name="token"/> ended (<paramref name="failed"/>: it threw; args and result are null then).</summary>
+        public abstract void End(object token, object? args, object? result, long timestamp, bool failed);
+    }
+
+    /// <summary>
+    /// TorchHooks' OpenTelemetry names: the <see cref="System.Diagnostics.ActivitySource"/> that emits one span
+    /// per module call (subscribe with <c>AddSource(TorchHooksTelemetry.ActivitySourceName)</c>) and the tags on
+    /// those spans. Span names are <c>forward &lt;path&gt;</c> (<c>forward &lt;root&gt;</c> for the model itself),
+    /// kind <see cref="ActivityKind.Internal"/>, status Error when the call threw.
+    /// </summary>
+    public static class TorchHooksTelemetry
+    {
+        /// <summary>The <see cref="ActivitySource"/> name: <c>TorchHooks</c>.</summary>
+        public const string ActivitySourceName = "TorchHooks";
+        /// <summary><c>torchhooks.module.path</c>: the module's <c>named_modules()</c> path (root: empty string).</summary>
+        public const string ModulePath = "torchhooks.module.path";
+        /// <summary><c>torchhooks.module.type</c>: the module's class name, e.g. <c>Conv2d</c>.</summary>
+        public const string ModuleType = "torchhooks.module.type";
+        /// <summary><c>torchhooks.module.call_index</c>: the module's call number within the outermost call (int).</summary>
+        public const string CallIndex = "torchhooks.module.call_index";
+        /// <summary><c>torchhooks.phase</c>: <c>forward</c> (or <c>backward</c>).</summary>
+        public const string Phase = "torchhooks.phase";
+        /// <summary><c>torchhooks.module.training</c>: the module's training flag (bool).</summary>
+        public const string Training = "torchhooks.module.training";
+        /// <summary><c>torchhooks.input.shapes</c>: input tensor shapes, <c>[1, 3, 224, 224]</c>, several separated by <c>"; "</c>.</summary>
+        public const string InputShapes = "torchhooks.input.shapes";
+        /// <summary><c>torchhooks.input.dtypes</c>: input dtypes, e.g. <c>Float32</c>, several separated by <c>"; "</c>.</summary>
+        public const string InputDtypes = "torchhooks.input.dtypes";
+        /// <summary><c>torchhooks.output.shapes</c>: output tensor shapes.</summary>
+        public const string OutputShapes = "torchhooks.output.shapes";
+        /// <summary><c>torchhooks.output.dtypes</c>: output dtypes.</summary>
+        public const string OutputDtypes = "torchhooks.output.dtypes";
+        /// <summary><c>torchhooks.device</c>: the first input's device, <c>cpu</c> or <c>cuda:0</c>.</summary>
+        public const string Device = "torchhooks.device";
+        /// <summary><c>torchhooks.autocast</c>: the CPU autocast dtype in force for the module's forward; absent when autocast is off.</summary>
+        public const string Autocast = "torchhooks.autocast";
+    }
+
+    // The tracing concern's place on the per-module node (Tree/HookPoint.cs): the span name, built once.
+    public abstract partial class HookPoint
+    {
+        private string? _spanName;
+
+        /// <summary>The OpenTelemetry span name of this module's calls: <c>forward &lt;path&gt;</c>.</summary>
+        internal string SpanName => _spanName ??= "forward " + (Path.Length == 0 ? "<root>" : Path);
+    }
+}
