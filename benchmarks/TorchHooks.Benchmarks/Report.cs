@@ -173,6 +173,9 @@ namespace TorchHooks.Benchmarks
                     if (!chain) goals.Add(new Goal(id, "facade, no hooks, tiny MLP: time (direct)", "≤ 1.03×", $"{ratio:0.000}×", Judge(ratio <= 1.03, diffs)));
                     goals.Add(new Goal(id, $"facade, no hooks, {model}: extra time per module call{(chain ? "" : " (direct)")}", "≤ 30 ns", Ns(extra), Judge(extra <= 30, diffs)));
                     goals.Add(new Goal(id, $"facade, no hooks, {model}: extra allocation per forward", "0 B", $"{Signed(dAlloc)} B", allocState));
+                    if (chain)
+                        goals.Add(new Goal(id, "wrapped model's own call, no hooks: extra per module call (issue 12: nothing registered, nothing paid)", "≤ 2 ns", Ns(extraW),
+                            Judge(extraW <= 2, run.PairedValues("WrappedModelCall", b.Method, (x, y) => x - y))));
                     t.AppendLine(chain
                         ? $"TorchSharp's own `call` of a do-nothing module costs {Fmt(b.Median / calls)} per module call (it enumerates four empty hook dictionaries and calls `forward`)."
                         : $"One module call costs {Fmt(b.Median / calls)} in TorchSharp itself here (a native `addmm` or `relu` on a 1×8 tensor plus a managed " +
@@ -250,6 +253,9 @@ namespace TorchHooks.Benchmarks
                         double allocPer = ((run[eight].Alloc ?? 0) - (run[one].Alloc ?? 0)) / (7.0 * calls);
                         var state = Judge(per <= 20, perRounds);
                         if (state == Verdict3.Missed) misses.Add(kind);
+                        if (chain)
+                            goals.Add(new Goal(id, $"{kind} hook, call path alone: first hook per module call (issue 12)", "≤ 20 ns", Ns(first),
+                                Judge(first <= 20, run.PairedValues(one, run.Base.Method, (x, y) => x - y))));
                         goals.Add(new Goal(id, $"{kind} hook, {(chain ? "call path alone" : "tiny MLP")}: per further hook per module call", "≤ 20 ns", Ns(per), state));
                         t.Append($"| {kind} | {Signed(first)} | {Ns(per)} | {Word(state)} | {(Math.Abs(allocPer) < 0.5 ? "0" : allocPer.ToString("0.#", Inv))} B |");
                         if (withPy) t.Append($" {Signed(py!.FirstHook(kind))} | {Ns(py.PerHook(kind))} |");

@@ -203,6 +203,7 @@ namespace TorchHooks
         {
             AutocastNative.EnsureBound();
             while (t_count > 0) RestoreTop();
+            CastCache.ResetThread();
             while (AutocastNative.CurrentNesting() > 0)
                 if (AutocastNative.DecrementNesting() == 0) CastCache.Clear();
             AutocastNative.SetAutocastEnabled(DeviceType.CPU, false);

@@ -165,6 +165,16 @@ namespace TorchHooks
             s_hasKept = false;
         }
 
+        /// <summary>Forgets this thread's mode: its next outermost region runs in PyTorch mode (tests; <c>ThreadState.Reset</c>).</summary>
+        internal static void ResetThread()
+        {
+            t_nextGated = false;
+            t_gated = false;
+            t_gateOpen = 0;
+            t_roots?.Clear();
+            t_recorded?.Clear();
+        }
+
         /// <summary>How many parameters' casts are kept (tests).</summary>
         internal static int KeptCount { get { lock (s_lock) return s_kept.Count; } }
     }
