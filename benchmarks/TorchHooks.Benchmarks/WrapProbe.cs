@@ -44,6 +44,14 @@ namespace TorchHooks.Benchmarks
                 foreach (var m in l4) new HookPointOf<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor>(m, "", "");
                 var tPoint = sw.Elapsed.TotalMicroseconds;
                 if (round >= 25) Console.WriteLine($"  201 Guid strings {tGuid:F0} us; 201 HookPoints {tPoint:F0} us");
+                // The part issue 12 changed, A/B in one process: binding the installer by reflection per module
+                // (MakeGenericMethod + Invoke, as before) vs the delegate cached per module type (Dispatchers now).
+                var types = l4.Select(m => Dispatchers.FindModuleBase(m.GetType())).Where(t => t is not null).ToList();
+                var install1 = typeof(Dispatchers).GetMethod("Install1", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!;
+                sw.Restart();
+                foreach (var t in types) install1.MakeGenericMethod(t!.GetGenericArguments());
+                var tBind = sw.Elapsed.TotalMicroseconds;
+                if (round >= 25) Console.WriteLine($"  201 MakeGenericMethod (the per-module reflection the cached delegate removes) {tBind:F0} us");
                 if (round >= 25) Console.WriteLine($"named_modules {tNamed:F0} us; install 201 {tInstall:F0} us; WithHooks {tWrap:F0} us; 201 TorchSharp pre-hook registrations {tReg:F0} us");
             }
             return 0;
