@@ -161,3 +161,86 @@ namespace TorchHooks.Benchmarks
         }
     }
 }
+
+namespace TorchHooks.Benchmarks
+{
+    /// <summary>
+    /// Suite 5d (issue 12): TorchVision resnet18 on 1×3×224×224, eval, inference (<c>no_grad</c>), one intra-op thread
+    /// (the machine is shared; one thread keeps the figures comparable). Ten calls per invocation: float32; a bf16
+    /// autocast region around each call of the facade (the natural pattern of a server or an evaluation loop; the
+    /// wrapped model's weight casts are kept across regions); the same around each call of the never-wrapped model
+    /// (PyTorch's semantics: every region casts all weights again); one region around the ten calls; and bf16 weights
+    /// and input with no autocast.
+    /// </summary>
+    [MemoryDiagnoser]
+    public class ResNetBenchmarks
+    {
+        public const int Calls = 10;
+        private TorchSharp.Modules.ResNet _net = null!;
+        private TorchSharp.Modules.ResNet _netBf16 = null!;
+        private HookedModule<Tensor, Tensor> _facade = null!;
+        private Tensor _x = null!;
+        private Tensor _xBf16 = null!;
+
+        [GlobalSetup]
+        public void Setup()
+        {
+            torch.set_num_threads(1);
+            torch.manual_seed(5);
+            _net = torchvision.models.resnet18();
+            _net.eval();
+            _facade = _net.WithHooks();
+            _netBf16 = torchvision.models.resnet18();
+            _netBf16.load_state_dict(_net.state_dict());
+            _netBf16.eval();
+            _netBf16.to(ScalarType.BFloat16);
+            _x = torch.randn(1, 3, 224, 224);
+            _xBf16 = _x.to(ScalarType.BFloat16);
+        }
+
+        [GlobalCleanup]
+        public void Cleanup()
+        {
+            Amp.clear_autocast_cache();
+            _x.Dispose(); _xBf16.Dispose(); _net.Dispose(); _netBf16.Dispose();
+        }
+
+        [Benchmark(Baseline = true, Description = "float32", OperationsPerInvoke = Calls)]
+        public void Float32()
+        {
+            using var _ = torch.no_grad();
+            for (int i = 0; i < Calls; i++) { using var y = _net.call(_x); }
+        }
+
+        [Benchmark(Description = "bf16 autocast region per call, facade", OperationsPerInvoke = Calls)]
+        public void PerCallFacade()
+        {
+            using var _ = torch.no_grad();
+            for (int i = 0; i < Calls; i++)
+                using (Amp.autocast(DeviceType.CPU, ScalarType.BFloat16)) { using var y = _facade.call(_x); }
+        }
+
+        [Benchmark(Description = "bf16 autocast region per call, never-wrapped model", OperationsPerInvoke = Calls)]
+        public void PerCallRaw()
+        {
+            using var _ = torch.no_grad();
+            for (int i = 0; i < Calls; i++)
+                using (Amp.autocast(DeviceType.CPU, ScalarType.BFloat16)) { using var y = _net.call(_x); }
+        }
+
+        [Benchmark(Description = "one bf16 autocast region around the calls", OperationsPerInvoke = Calls)]
+        public void OneRegion()
+        {
+            using var _ = torch.no_grad();
+            using (Amp.autocast(DeviceType.CPU, ScalarType.BFloat16))
+                for (int i = 0; i < Calls; i++) { using var y = _net.call(_x); }
+        }
+
+        [Benchmark(Description = "bf16 weights and input, no autocast", OperationsPerInvoke = Calls)]
+        public void Bf16Weights()
+        {
+            using var _ = torch.no_grad();
+            for (int i = 0; i < Calls; i++) { using var y = _netBf16.call(_xBf16); }
+        }
+    }
+}

@@ -115,6 +115,7 @@ namespace TorchHooks.Benchmarks
             new("AmpForward", typeof(AmpForwardBenchmarks), "5a. bf16 autocast vs float32: matmul-heavy forward", JobKind.Heavy),
             new("AmpTraining", typeof(AmpTrainingBenchmarks), "5b. bf16 autocast vs float32: training step", JobKind.Heavy),
             new("AutocastScope", typeof(AutocastScopeBenchmarks), "5c. The autocast region's own cost", JobKind.Micro),
+            new("ResNet", typeof(ResNetBenchmarks), "5d. bf16 inference per call on a real model (TorchVision resnet18)", JobKind.Heavy, "call"),
         };
 
         public static int Run(string[] args)
@@ -340,7 +341,7 @@ namespace TorchHooks.Benchmarks
             return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
         }
 
-        private static string FindRepoRoot()
+        internal static string FindRepoRoot()
         {
             foreach (var start in new[] { Environment.CurrentDirectory, AppContext.BaseDirectory })
             {

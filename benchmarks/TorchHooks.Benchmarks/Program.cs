@@ -15,6 +15,9 @@ namespace TorchHooks.Benchmarks
     ///       cross-check and benchmarks/pytorch_hook_cost.py, then writes docs/benchmarks.md.
     ///   ... -- --print-docs [--suites Dispatch,HookCost] [--dry] [--no-crosscheck] [--no-python]
     ///       The same, printing the markdown instead of writing it (for trying a subset; --dry = 1 iteration).
+    ///   ... -- --resnet-probe [rounds]
+    ///       resnet18 and the Linear of suite 5a in float32, per-call autocast, one region, bf16 weights: medians of
+    ///       alternating rounds in one process (ResNetProbe.cs).
     ///   ... -- --filter '*Dispatch*'   (or any other BenchmarkDotNet command line)
     ///       Ad hoc: BenchmarkDotNet's own switcher, in-process by default.
     /// </summary>
@@ -22,6 +25,12 @@ namespace TorchHooks.Benchmarks
     {
         public static int Main(string[] args)
         {
+            if (args.Contains("--wrap-probe"))
+                return WrapProbe.Run();
+            if (args.Contains("--backward-probe"))
+                return BackwardProbe.Run(args);
+            if (args.Contains("--resnet-probe"))
+                return ResNetProbe.Run(args);
             if (args.Contains("--tracing-paired"))
                 return TracingPaired.Run();
             if (args.Contains("--write-docs") || args.Contains("--print-docs"))

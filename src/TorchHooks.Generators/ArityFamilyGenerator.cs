@@ -137,7 +137,7 @@ namespace TorchHooks.Generators
                 {
                     bool viaCall = FacadeEntry.Take(this);
                     _core.CheckAlive(_disposed);
-                    var call = FacadeCall.Begin();
+                    var call = FacadeCall.Begin(_core.Inner);
                     Exception? failure = null;
                     try { return viaCall ? _core.Inner.call({{a.Inputs}}) : _core.Inner.forward({{a.Inputs}}); }
                     // Never entered: notes the exception as it passes (no catch and rethrow, which would pile every nesting
@@ -301,8 +301,9 @@ namespace TorchHooks.Generators
             """;
 
         private static string Installer(Arity a) => $$"""
-                private static HookPoint Install{{a.N}}<{{a.Types}}, TResult>({{a.Module}} m, string path, string signature)
+                private static HookPoint Install{{a.N}}<{{a.Types}}, TResult>(nn.Module module, string path, string signature)
                 {
+                    var m = ({{a.Module}})module;
                     var p = new HookPointOf<{{a.InputType}}, TResult>(m, path, signature);
                     m.register_forward_pre_hook((mod, {{a.Inputs}}) => p.IsActive || CallPath.ActiveEverywhere || CallStack.HasFrames ? p.Pre(mod, {{a.InputValue}}) : {{a.InputValue}});
                     m.register_forward_hook((mod, {{a.Inputs}}, y) => CallStack.HasFrames ? p.Post(mod, {{a.InputValue}}, y) : y);

@@ -38,7 +38,7 @@ namespace TorchHooks
             dtype = AutocastStack.CheckDtype(device_type, dtype, enabled, nameof(dtype));
             var token = AutocastStack.Enter(bit, device_type, dtype, enabled, cache_enabled);
             return new AutocastScope(device_type, AutocastNative.GetAutocastDtype(device_type), enabled,
-                AutocastNative.IsAutocastCacheEnabled(), token, dtype, cache_enabled);
+                AutocastStack.LogicalCacheEnabled, token, dtype, cache_enabled);
         }
 
         /// <summary>
@@ -84,7 +84,18 @@ namespace TorchHooks
         public static bool is_autocast_cache_enabled()
         {
             AutocastNative.EnsureBound();
-            return AutocastNative.IsAutocastCacheEnabled();
+            return AutocastStack.LogicalCacheEnabled;
+        }
+
+        /// <summary>
+        /// Drops every cached lower-precision copy of a weight (PyTorch: <c>torch.clear_autocast_cache()</c>), including
+        /// those TorchHooks keeps across regions for wrapped models (docs/autocast.md, "Weight casts kept across
+        /// regions"): call it to free their memory, e.g. after inference when the model stays alive.
+        /// </summary>
+        public static void clear_autocast_cache()
+        {
+            AutocastNative.EnsureBound();
+            CastCache.Clear();
         }
     }
 }

@@ -82,6 +82,11 @@ namespace TorchHooks
             "_ZN2at8autocast25is_autocast_cache_enabledEv",
             "?is_autocast_cache_enabled@autocast@at@@YA_NXZ");
 
+        internal static readonly Symbol VersionSymbol = new(
+            "int64_t at::TensorBase::_version() const",
+            "_ZNK2at10TensorBase8_versionEv",
+            "?_version@TensorBase@at@@QEBA_JXZ");
+
         internal const string ExpectedLibTorch = "libtorch 2.10.0 as shipped with TorchSharp 0.107.0";
 
         // The trivial TLS accessors run without a GC transition; clear_cache (takes a mutex and frees
@@ -95,6 +100,7 @@ namespace TorchHooks
         private static delegate* unmanaged[Cdecl]<void> s_clearCache;
         private static delegate* unmanaged[Cdecl, SuppressGCTransition]<byte, void> s_setCacheEnabled;
         private static delegate* unmanaged[Cdecl, SuppressGCTransition]<byte> s_isCacheEnabled;
+        private static delegate* unmanaged[Cdecl, SuppressGCTransition]<IntPtr, long> s_version;
 
         private static volatile bool s_bound;
 
@@ -121,6 +127,7 @@ namespace TorchHooks
                 s_clearCache = (delegate* unmanaged[Cdecl]<void>)Resolve(lib, ClearCacheSymbol, windows);
                 s_setCacheEnabled = (delegate* unmanaged[Cdecl, SuppressGCTransition]<byte, void>)Resolve(lib, SetCacheEnabled, windows);
                 s_isCacheEnabled = (delegate* unmanaged[Cdecl, SuppressGCTransition]<byte>)Resolve(lib, IsCacheEnabled, windows);
+                s_version = (delegate* unmanaged[Cdecl, SuppressGCTransition]<IntPtr, long>)Resolve(lib, VersionSymbol, windows);
                 s_bound = true;
             }
         }
@@ -189,6 +196,13 @@ namespace TorchHooks
         internal static void ClearAutocastCache() => s_clearCache();
         internal static void SetAutocastCacheEnabled(bool enabled) => s_setCacheEnabled(enabled ? (byte)1 : (byte)0);
         internal static bool IsAutocastCacheEnabled() => s_isCacheEnabled() != 0;
+
+        /// <summary>
+        /// libtorch's version counter of a tensor (PyTorch's <c>tensor._version</c>): every in-place change
+        /// (<c>add_</c>, an optimizer step, <c>copy_</c> in <c>load_state_dict</c>) increments it. TorchSharp's tensor
+        /// handle points at an <c>at::Tensor</c>, the <c>this</c> of <c>at::TensorBase::_version() const</c>.
+        /// </summary>
+        internal static long TensorVersion(torch.Tensor tensor) => s_version(tensor.Handle);
 
         /// <summary>libtorch's nesting counter for this thread (read by incrementing and decrementing it).</summary>
         internal static long CurrentNesting()

@@ -76,16 +76,20 @@ namespace TorchHooks
             var frame = default(AutocastFrame);
             frame.Devices = bit;
             frame.CallRegion = callRegion;
-            frame.PrevCacheEnabled = AutocastNative.IsAutocastCacheEnabled();
+            frame.PrevCacheEnabled = LogicalCacheEnabled;
             var prevEnabled = AutocastNative.IsAutocastEnabled(device_type);
             var prevDtype = AutocastNative.GetAutocastDtype(device_type);
             if (bit == CpuBit) { frame.PrevCpuEnabled = prevEnabled; frame.PrevCpuDtype = prevDtype; }
             else { frame.PrevCudaEnabled = prevEnabled; frame.PrevCudaDtype = prevDtype; }
 
+            bool outermost = t_count == 0;
+            var newDtype = dtype ?? prevDtype;
+            if (outermost) CastCache.BeforeOutermost(device_type, newDtype, enabled);
             AutocastNative.SetAutocastEnabled(device_type, enabled);
-            AutocastNative.SetAutocastDtype(device_type, dtype ?? prevDtype);
+            AutocastNative.SetAutocastDtype(device_type, newDtype);
             AutocastNative.IncrementNesting();
-            AutocastNative.SetAutocastCacheEnabled(cache_enabled ?? frame.PrevCacheEnabled);
+            bool logical = cache_enabled ?? frame.PrevCacheEnabled;
+            SetCache(logical, outermost ? CastCache.BeginOutermost(logical, device_type, newDtype, enabled) : CastCache.Physical(logical));
             return Push(ref frame);
         }
 
@@ -95,18 +99,22 @@ namespace TorchHooks
             AutocastNative.EnsureBound();
             var frame = default(AutocastFrame);
             frame.Devices = CpuBit | CudaBit;
-            frame.PrevCacheEnabled = AutocastNative.IsAutocastCacheEnabled();
+            frame.PrevCacheEnabled = LogicalCacheEnabled;
             frame.PrevCpuEnabled = AutocastNative.IsAutocastEnabled(DeviceType.CPU);
             frame.PrevCpuDtype = AutocastNative.GetAutocastDtype(DeviceType.CPU);
             frame.PrevCudaEnabled = AutocastNative.IsAutocastEnabled(DeviceType.CUDA);
             frame.PrevCudaDtype = AutocastNative.GetAutocastDtype(DeviceType.CUDA);
 
+            bool outermost = t_count == 0;
+            if (outermost) CastCache.BeforeOutermost(DeviceType.CPU, state.CpuDtype, state.CpuEnabled);
             AutocastNative.SetAutocastEnabled(DeviceType.CPU, state.CpuEnabled);
             AutocastNative.SetAutocastDtype(DeviceType.CPU, state.CpuDtype);
             AutocastNative.SetAutocastEnabled(DeviceType.CUDA, state.CudaEnabled);
             AutocastNative.SetAutocastDtype(DeviceType.CUDA, state.CudaDtype);
             AutocastNative.IncrementNesting();
-            AutocastNative.SetAutocastCacheEnabled(state.CacheEnabled);
+            SetCache(state.CacheEnabled, outermost
+                ? CastCache.BeginOutermost(state.CacheEnabled, DeviceType.CPU, state.CpuDtype, state.CpuEnabled)
+                : CastCache.Physical(state.CacheEnabled));
             return Push(ref frame);
         }
 
@@ -195,8 +203,9 @@ namespace TorchHooks
         {
             AutocastNative.EnsureBound();
             while (t_count > 0) RestoreTop();
+            CastCache.ResetThread();
             while (AutocastNative.CurrentNesting() > 0)
-                if (AutocastNative.DecrementNesting() == 0) AutocastNative.ClearAutocastCache();
+                if (AutocastNative.DecrementNesting() == 0) CastCache.Clear();
             AutocastNative.SetAutocastEnabled(DeviceType.CPU, false);
             AutocastNative.SetAutocastEnabled(DeviceType.CUDA, false);
         }
@@ -208,7 +217,7 @@ namespace TorchHooks
             var f = frames[i];
             frames[i] = default;
             t_count = i;
-            if (AutocastNative.DecrementNesting() == 0) AutocastNative.ClearAutocastCache();
+            if (AutocastNative.DecrementNesting() == 0) CastCache.EndOutermost();
             if ((f.Devices & CpuBit) != 0)
             {
                 AutocastNative.SetAutocastEnabled(DeviceType.CPU, f.PrevCpuEnabled);
@@ -219,7 +228,22 @@ namespace TorchHooks
                 AutocastNative.SetAutocastEnabled(DeviceType.CUDA, f.PrevCudaEnabled);
                 AutocastNative.SetAutocastDtype(DeviceType.CUDA, f.PrevCudaDtype);
             }
-            AutocastNative.SetAutocastCacheEnabled(f.PrevCacheEnabled);
+            SetCache(f.PrevCacheEnabled, i == 0 ? f.PrevCacheEnabled : CastCache.Physical(f.PrevCacheEnabled));
+        }
+
+        [ThreadStatic] private static bool t_logicalCache;
+
+        /// <summary>
+        /// Whether the cast cache is enabled on this thread as the regions say (what <c>is_autocast_cache_enabled</c>
+        /// reports). libtorch's own flag can differ between facade calls of a region that keeps weight casts
+        /// (<see cref="CastCache"/>).
+        /// </summary>
+        internal static bool LogicalCacheEnabled => t_count > 0 ? t_logicalCache : AutocastNative.IsAutocastCacheEnabled();
+
+        private static void SetCache(bool logical, bool physical)
+        {
+            t_logicalCache = logical;
+            AutocastNative.SetAutocastCacheEnabled(physical);
         }
     }
 }

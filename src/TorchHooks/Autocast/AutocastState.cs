@@ -48,7 +48,7 @@ namespace TorchHooks
             return new AutocastState(
                 AutocastNative.IsAutocastEnabled(DeviceType.CPU), AutocastNative.GetAutocastDtype(DeviceType.CPU),
                 AutocastNative.IsAutocastEnabled(DeviceType.CUDA), AutocastNative.GetAutocastDtype(DeviceType.CUDA),
-                AutocastNative.IsAutocastCacheEnabled());
+                AutocastStack.LogicalCacheEnabled);
         }
 
         /// <summary>

@@ -15,15 +15,23 @@ namespace TorchHooks
     {
         private readonly CallStack _stack;
         private readonly int _mark;
+        private readonly bool _castGate;
 
-        private FacadeCall(CallStack stack, int mark) { _stack = stack; _mark = mark; }
+        private FacadeCall(CallStack stack, int mark, bool castGate) { _stack = stack; _mark = mark; _castGate = castGate; }
 
-        public static FacadeCall Begin()
+        /// <summary>Begins a facade call of <paramref name="root"/> (the wrapped model; its weight casts may be kept, <see cref="CastCache"/>).</summary>
+        public static FacadeCall Begin(torch.nn.Module root)
         {
             var stack = CallStack.Current;
-            if (stack.FacadeDepth++ == 0) { stack.Pass++; stack.LastReplacement = default; }
+            bool gate = false;
+            if (stack.FacadeDepth++ == 0)
+            {
+                stack.Pass++;
+                stack.LastReplacement = default;
+                if (AutocastStack.Depth != 0) gate = CastCache.FacadeBegin(root);
+            }
             if (stack.FacadeDepth == 1) TracingConcern.CheckListeners();   // an OpenTelemetry listener added or removed since the last call
-            return new FacadeCall(stack, stack.Count);
+            return new FacadeCall(stack, stack.Count, gate);
         }
 
         /// <summary>
@@ -54,6 +62,7 @@ namespace TorchHooks
             finally
             {
                 if (--_stack.FacadeDepth == 0 && _stack.Count == 0) _stack.EndPass();
+                if (_castGate) CastCache.FacadeEnd();
             }
             return explained;
         }

@@ -42,7 +42,11 @@ namespace TorchHooks.Tests.Autocast
     public abstract class AutocastTestBase
     {
         [SetUp]
-        public void StartClean() => AutocastTestState.AssertClean("before the test");
+        public void StartClean()
+        {
+            AutocastTestState.AssertClean("before the test");
+            CastCache.ResetThread();   // every autocast test starts in PyTorch's cache mode (docs/autocast.md, "Weight casts kept across regions")
+        }
 
         [TearDown]
         public void EndClean() => AutocastTestState.AssertCleanAndReset();

@@ -1,4 +1,4 @@
-// Declarations of the at::autocast functions TorchHooks binds (libtorch 2.10 signatures), to check their mangled
+// Declarations of the at::autocast functions (and at::TensorBase::_version) TorchHooks binds (libtorch 2.10 signatures), to check their mangled
 // names with clang (no libtorch needed):
 //   clang++-14 -target x86_64-pc-windows-msvc -S -emit-llvm -o - mangled_names.cpp | grep ^declare   (MSVC names)
 //   clang++-14 -target x86_64-linux-gnu      -S -emit-llvm -o - mangled_names.cpp | grep ^declare   (Itanium names)
@@ -15,10 +15,13 @@ int64_t decrement_nesting();
 void clear_cache();
 void set_autocast_cache_enabled(bool);
 bool is_autocast_cache_enabled();
-}}
+}
+class TensorBase { public: int64_t _version() const; };   // the version counter read by CastCache
+}
 void use() {
   using namespace at::autocast;
   set_autocast_enabled(c10::DeviceType::CPU, true); is_autocast_enabled(c10::DeviceType::CPU);
   set_autocast_dtype(c10::DeviceType::CPU, c10::ScalarType::Float); get_autocast_dtype(c10::DeviceType::CPU);
   increment_nesting(); decrement_nesting(); clear_cache(); set_autocast_cache_enabled(true); is_autocast_cache_enabled();
 }
+int64_t version(const at::TensorBase& t) { return t._version(); }
