@@ -9,10 +9,10 @@ using static TorchSharp.torch;
 namespace TorchHooks.Tests.Backward
 {
     /// <summary>
-    /// Ports of the backward cases of PyTorch's test/nn/test_module_hooks.py (checklist items 3–5, 20–22, 26, 28,
-    /// 30, 31, 33–36, 38) and the call-path rules of full backward hooks. Not ported: legacy
-    /// <c>register_backward_hook</c> cases (items 37, 39; TorchHooks offers only full hooks, so they cannot be mixed
-    /// either), BatchNorm1d (item 29; covered by the shape rules of item 38 here), dict outputs (item 9; a C# module's
+    /// Ports of the backward cases of PyTorch's test/nn/test_module_hooks.py (pytorch/pytorch; each test's
+    /// Description names the upstream test it ports) and the call-path rules of full backward hooks. Not ported:
+    /// the legacy <c>register_backward_hook</c> cases (TorchHooks offers only full hooks, so they cannot be mixed
+    /// either), the BatchNorm1d case (covered by the gradient-shape rules tested here), dict outputs (a C# module's
     /// output type is static: a non-tensor output type gets the trace warning and no firing, tested below).
     /// </summary>
     [TestFixture]

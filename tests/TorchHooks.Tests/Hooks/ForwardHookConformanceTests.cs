@@ -8,17 +8,17 @@ using static TorchSharp.torch;
 namespace TorchHooks.Tests.Hooks
 {
     /// <summary>
-    /// Ports of the forward-side cases of PyTorch's test/nn/test_module_hooks.py (checklist items 1, 2, 6–8,
-    /// 20, 23–27, 40 in shared/reference/pytorch-call-path.md §7). Golden values come from
+    /// Ports of the forward-side cases of PyTorch's test/nn/test_module_hooks.py (pytorch/pytorch; each test's
+    /// Description names the upstream test it ports). Golden values come from
     /// Goldens/hooks/make_goldens.py (PyTorch 1.13.1); prepend/always_call are newer than 1.13, so those
     /// cases assert the upstream test's own expectations.
     ///
     /// Not ported, with reasons:
-    /// - with_kwargs (items 6, 7, 27): TorchSharp's forward has positional parameters only, there are no
+    /// - with_kwargs (test_kwarg_hooks, test_remove_kwarg_hooks, test_module_global_forward_hooks_with_kwargs): TorchSharp's forward has positional parameters only, there are no
     ///   kwargs to pass or rewrite. The intent — a pre-hook rewriting one of several inputs, a forward hook
     ///   seeing the rewritten inputs and replacing the output, removal reverting it — is ported on a
     ///   three-input module instead (KwargHooksAdapted, RemoveKwargHooksAdapted, GlobalHookOnMultiInputModule).
-    /// - The backward halves of items 1, 5 and 20 (backward hooks are not part of the forward facade).
+    /// - The backward halves of test_forward_hooks and the global-hook tests (in Backward/BackwardHookTests.cs).
     /// </summary>
     [TestFixture]
     public class ForwardHookConformanceTests
