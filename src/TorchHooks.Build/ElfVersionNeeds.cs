@@ -215,10 +215,15 @@ namespace TorchHooks.Build
         /// </summary>
         public static byte[] ReadWeakened(string path, string version, out WeakenOutcome outcome)
         {
-            if (string.IsNullOrEmpty(version)) throw new ArgumentException("Pass the version name to weaken, e.g. \"GLIBCXX_3.4.32\".", nameof(version));
+            RequireVersion(version);
             byte[] d = ReadElf(path, out bool is64);
             outcome = WeakenInMemory(d, is64, path, version);
             return d;
+        }
+
+        private static void RequireVersion(string version)
+        {
+            if (string.IsNullOrEmpty(version)) throw new ArgumentException("Pass the version name to weaken, e.g. \"GLIBCXX_3.4.32\".", nameof(version));
         }
 
         private static WeakenOutcome WeakenInMemory(byte[] d, bool is64, string path, string version)
@@ -242,7 +247,7 @@ namespace TorchHooks.Build
         /// </summary>
         public static WeakenOutcome MarkNeedWeak(string path, string version)
         {
-            if (string.IsNullOrEmpty(version)) throw new ArgumentException("Pass the version name to weaken, e.g. \"GLIBCXX_3.4.32\".", nameof(version));
+            RequireVersion(version);
             byte[] d = ReadElf(path, out bool is64);
             var outcome = WeakenInMemory(d, is64, path, version);
             if (outcome != WeakenOutcome.Weakened) return outcome;

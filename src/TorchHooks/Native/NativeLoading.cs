@@ -67,7 +67,7 @@ namespace TorchHooks
     /// <para>
     /// Loading native code from a cache is a way in for anyone who can write there, so every folder from the
     /// cache root down must belong to the current user and be writable by nobody else (checked with
-    /// <c>statx</c>, symbolic links refused), and the cached copy is compared byte-for-byte (SHA-256) with a
+    /// <c>statx</c>, symbolic links refused), and the cached copy is compared byte for byte with a
     /// fresh fix of its source before it is loaded; a mismatch is rebuilt. The notebook extension of the
     /// TorchHooks package calls <see cref="Prepare"/> when the package is loaded; scripts call it (or
     /// <see cref="EnsureTorchSharpLoaded"/>) before their first tensor.
@@ -295,11 +295,7 @@ namespace TorchHooks
             return copy;
         }
 
-        private static bool Matches(string file, byte[] expected)
-        {
-            byte[] actual = File.ReadAllBytes(file);
-            return actual.Length == expected.Length && SHA256.HashData(actual).AsSpan().SequenceEqual(SHA256.HashData(expected));
-        }
+        private static bool Matches(string file, byte[] expected) => File.ReadAllBytes(file).AsSpan().SequenceEqual(expected);
 
         [SupportedOSPlatform("linux")]
         internal static string CacheRoot()
