@@ -301,14 +301,17 @@ namespace TorchHooks.Generators
             """;
 
         private static string Installer(Arity a) => $$"""
-                private static HookPoint Install{{a.N}}<{{a.Types}}, TResult>(nn.Module module, string path, string signature)
+                private static HookPoint Create{{a.N}}<{{a.Types}}, TResult>(nn.Module module, string path, string signature, Action<HookPoint> attach)
+                    => new HookPointOf<{{a.InputType}}, TResult>(module, path, signature, attach);
+
+                private static void Attach{{a.N}}<{{a.Types}}, TResult>(HookPoint point)
                 {
-                    var m = ({{a.Module}})module;
-                    var p = new HookPointOf<{{a.InputType}}, TResult>(m, path, signature);
-                    m.register_forward_pre_hook((mod, {{a.Inputs}}) => p.IsActive || CallPath.ActiveEverywhere || CallStack.HasFrames ? p.Pre(mod, {{a.InputValue}}) : {{a.InputValue}});
-                    m.register_forward_hook((mod, {{a.Inputs}}, y) => CallStack.HasFrames ? p.Post(mod, {{a.InputValue}}, y) : y);
-                    return p;
+                    var p = (HookPointOf<{{a.InputType}}, TResult>)point;
+                    HookDictionaries.Attach<Func<{{a.Module}}, {{a.Types}}, {{(a.N == 1 ? "T" : a.InputType + "?")}}>, Func<{{a.Module}}, {{a.Types}}, TResult, TResult>>(p.Module,
+                        (mod, {{a.Inputs}}) => p.IsActive || CallPath.ActiveEverywhere || CallStack.HasFrames ? p.Pre(mod, {{a.InputValue}}) : {{a.InputValue}},
+                        (mod, {{a.Inputs}}, y) => CallStack.HasFrames ? p.Post(mod, {{a.InputValue}}, y) : y);
                 }
+
             """;
 
         private static string Registration(Arity a) => $$"""

@@ -66,6 +66,7 @@ namespace TorchHooks
                 foreach (var c in Concerns)
                     if (c.Concern.IsActiveEverywhere) mask |= 1 << c.Concern.Slot;
                 s_activeEverywhere = mask;
+                Dispatchers.ArmEverywhere(mask != 0);   // dispatchers on every wrapped module while something is active everywhere
             }
         }
 
@@ -110,7 +111,8 @@ namespace TorchHooks
 
             stack ??= CallStack.Current;
             if (stack.Count >= ThreadState.MaxCallDepth) throw TooDeep(node, stack.Count);
-            if (!RuntimeHelpers.TryEnsureSufficientExecutionStack()) throw StackLow(node, stack.Count);
+            // Every 8th nesting level: 8 levels cannot use up the margin this check leaves (64 KB or more).
+            if ((stack.Count & 7) == 7 && !RuntimeHelpers.TryEnsureSufficientExecutionStack()) throw StackLow(node, stack.Count);
 
             // Outside any facade call, the outermost hooked call starts a new pass for call indices.
             if (stack.FacadeDepth == 0 && stack.Count == 0) stack.Pass++;

@@ -1,7 +1,6 @@
 using System;
 using System.Collections.Generic;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using TorchSharp;
 
 namespace TorchHooks
@@ -32,8 +31,10 @@ namespace TorchHooks
 
         public void Clear()
         {
+            // Only the concerns that took part in this call have state to forget.
+            for (int bits = Concerns, slot = 0; bits != 0; bits >>= 1, slot++)
+                if ((bits & 1) != 0) _states[slot]?.Clear();
             Node = null!; Module = null!; CallIndex = 0; Concerns = 0; StackMark = 0;
-            foreach (var state in _states) state?.Clear();
         }
     }
 
@@ -54,8 +55,9 @@ namespace TorchHooks
         [ThreadStatic] private static CallStack? t_current;
         private CallFrame[] _frames = new CallFrame[16];
         private int _count;
-        private Dictionary<HookPoint, int>? _callCounts;
-        private long _callCountsPass = -1;
+        // Call counts of the current pass, by HookPoint.Id: a count is valid while its stamp equals Pass (no clearing).
+        private int[] _callCounts = Array.Empty<int>();
+        private long[] _callCountStamps = Array.Empty<long>();
 
         /// <summary>Identifies the current outermost call on this thread (for call indices).</summary>
         public long Pass;
@@ -94,17 +96,28 @@ namespace TorchHooks
         /// </summary>
         public int NextCallIndex(HookPoint node)
         {
-            var counts = _callCounts ??= new Dictionary<HookPoint, int>(ReferenceEqualityComparer.Instance);
-            if (_callCountsPass != Pass) { counts.Clear(); _callCountsPass = Pass; }
-            ref int count = ref CollectionsMarshal.GetValueRefOrAddDefault(counts, node, out _);
-            return count++;
+            int id = node.Id;
+            if ((uint)id >= (uint)_callCounts.Length) GrowCallCounts(id);
+            ref long stamp = ref _callCountStamps[id];
+            if (stamp != Pass) { stamp = Pass; _callCounts[id] = 0; }
+            return _callCounts[id]++;
         }
 
-        /// <summary>The outermost call ended: drop the pass's call counts and replacement record (nothing stays reachable).</summary>
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        private void GrowCallCounts(int id)
+        {
+            int size = Math.Max(64, _callCounts.Length);
+            while (size <= id) size *= 2;
+            int old = _callCountStamps.Length;
+            Array.Resize(ref _callCounts, size);
+            Array.Resize(ref _callCountStamps, size);
+            Array.Fill(_callCountStamps, long.MinValue, old, size - old);
+        }
+
+        /// <summary>The outermost call ended: the next one starts a new pass (call counts of this one lapse); drop the replacement record.</summary>
         public void EndPass()
         {
-            if (_callCounts is { Count: > 0 } counts) counts.Clear();
-            _callCountsPass = -1;
+            Pass++;
             LastReplacement = default;
         }
 

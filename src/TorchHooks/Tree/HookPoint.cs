@@ -22,14 +22,22 @@ namespace TorchHooks
     {
         private volatile int _active;
 
-        private protected HookPoint(torch.nn.Module module, string path, string signature)
+        private protected HookPoint(torch.nn.Module module, string path, string signature, Action<HookPoint> attach)
         {
+            _attach = attach;
             Module = module;
             Path = path;
             Signature = signature;
             ForwardPre = new HookList(Recompute);
             Forward = new HookList(Recompute);
+            Id = NodeIds.Take();
         }
+
+        /// <summary>Returns the node's <see cref="Id"/> for reuse once its module is gone.</summary>
+        ~HookPoint() => NodeIds.Return(Id);
+
+        /// <summary>A small number unique among live nodes: indexes per-thread tables on the call path (call counts).</summary>
+        internal readonly int Id;
 
         /// <summary>The module's name in the tree it was first wrapped in, as in <c>named_modules()</c>; the root is <c>""</c>.</summary>
         public string Path { get; }
@@ -54,6 +62,34 @@ namespace TorchHooks
         internal void Recompute()
         {
             lock (_recomputeGate) _active = CallPath.ActiveFor(this);
+            if (_active != 0) Dispatchers.Arm(this);
+        }
+
+        // Dispatching hooks: attached on first need (Dispatchers.Arm), never removed.
+        private readonly Action<HookPoint> _attach;
+        private volatile bool _attached;
+
+        /// <summary>Whether TorchHooks' TorchSharp pre-/post-hook pair is on the module (see <see cref="Dispatchers"/>).</summary>
+        internal bool IsAttached => _attached;
+
+        /// <summary>Puts the dispatching hooks on the module, once; the caller holds <see cref="Dispatchers"/>' lock.</summary>
+        internal void AttachLocked()
+        {
+            if (_attached) return;
+            _attach(this);
+            _attached = true;
+        }
+
+        /// <summary>The trees this module was wrapped in (weakly: a shared module must not keep another model alive).</summary>
+        internal readonly List<WeakReference<ModuleTree>> Trees = new(1);
+
+        /// <summary>Whether <paramref name="tree"/> is among <see cref="Trees"/> (drops collected trees on the way); under <see cref="Dispatchers"/>' lock.</summary>
+        internal bool HasTree(ModuleTree tree)
+        {
+            Trees.RemoveAll(w => !w.TryGetTarget(out _));
+            foreach (var weak in Trees)
+                if (weak.TryGetTarget(out var t) && ReferenceEquals(t, tree)) return true;
+            return false;
         }
 
         private readonly object _recomputeGate = new();
@@ -64,10 +100,21 @@ namespace TorchHooks
         public override string ToString() => $"HookPoint('{Path}', {Module.GetType().Name}: {Signature}, {ForwardPre.Count} pre, {Forward.Count} forward)";
     }
 
+    /// <summary>Small ids for live hook points, reused after their module is collected (keeps per-thread tables small).</summary>
+    internal static class NodeIds
+    {
+        private static readonly System.Collections.Concurrent.ConcurrentStack<int> s_free = new();
+        private static int s_next = -1;
+
+        public static int Take() => s_free.TryPop(out int id) ? id : Interlocked.Increment(ref s_next);
+
+        public static void Return(int id) => s_free.Push(id);
+    }
+
     /// <summary>The hook site of a module whose inputs are <typeparamref name="TArgs"/> (a tuple for several inputs).</summary>
     internal sealed partial class HookPointOf<TArgs, TResult> : HookPoint
     {
-        public HookPointOf(torch.nn.Module module, string path, string signature) : base(module, path, signature) { }
+        public HookPointOf(torch.nn.Module module, string path, string signature, Action<HookPoint> attach) : base(module, path, signature, attach) { }
 
         /// <summary>The concerns' steps for this signature (shared by every node of it).</summary>
         internal readonly CallPlan<TArgs, TResult> Plan = CallPlan<TArgs, TResult>.Instance;
