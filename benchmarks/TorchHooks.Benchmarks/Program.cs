@@ -18,6 +18,8 @@ namespace TorchHooks.Benchmarks
     ///   ... -- --resnet-probe [rounds]
     ///       resnet18 and the Linear of suite 5a in float32, per-call autocast, one region, bf16 weights: medians of
     ///       alternating rounds in one process (ResNetProbe.cs).
+    ///   ... -- --hook-probe [rounds]
+    ///       Suite 1b/3b's cases by Stopwatch in alternating rounds, for trying a call-path change in seconds (HookProbe.cs).
     ///   ... -- --filter '*Dispatch*'   (or any other BenchmarkDotNet command line)
     ///       Ad hoc: BenchmarkDotNet's own switcher, in-process by default.
     /// </summary>
@@ -25,6 +27,8 @@ namespace TorchHooks.Benchmarks
     {
         public static int Main(string[] args)
         {
+            if (args.Contains("--hook-probe"))
+                return HookProbe.Run(args);
             if (args.Contains("--wrap-probe"))
                 return WrapProbe.Run();
             if (args.Contains("--backward-probe"))

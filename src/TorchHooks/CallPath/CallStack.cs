@@ -1,6 +1,8 @@
 using System;
 using System.Collections.Generic;
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using TorchSharp;
 
 namespace TorchHooks
@@ -13,7 +15,8 @@ namespace TorchHooks
     internal sealed class CallFrame
     {
         public HookPoint Node = null!;
-        public torch.nn.Module Module = null!;
+        /// <summary>The module called (a node belongs to one module, so this is <c>Node.Module</c>).</summary>
+        public torch.nn.Module Module => Node.Module;
         public int CallIndex;
         /// <summary>Where the machine stack was when the call began (<see cref="CallStack.Mark"/>): calls nested in it are deeper.</summary>
         public nuint StackMark;
@@ -27,14 +30,19 @@ namespace TorchHooks
         /// calls and cleared when the frame is popped. Typical use (non-generic, so it inlines):
         /// <c>var state = Unsafe.As&lt;State&gt;(frame.State(Instance.Slot) ??= new State());</c>
         /// </summary>
-        public ref CallState? State(int slot) => ref _states[slot];
+        public ref CallState? State(int slot)
+        {
+            // Not `ref _states[slot]`: a ref into an array of a class type costs a covariance check per access.
+            Debug.Assert((uint)slot < (uint)_states.Length);
+            return ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_states), slot);
+        }
 
         public void Clear()
         {
             // Only the concerns that took part in this call have state to forget.
             for (int bits = Concerns, slot = 0; bits != 0; bits >>= 1, slot++)
                 if ((bits & 1) != 0) _states[slot]?.Clear();
-            Node = null!; Module = null!; CallIndex = 0; Concerns = 0; StackMark = 0;
+            Node = null!; CallIndex = 0; Concerns = 0; StackMark = 0;
         }
     }
 
@@ -69,8 +77,11 @@ namespace TorchHooks
         public static CallStack Current => t_current ??= new CallStack();
         public static CallStack? CurrentOrNull => t_current;
 
-        /// <summary>Whether any hooked call is under way on this thread (the post-hook fast path).</summary>
+        /// <summary>Whether any hooked call is under way on this thread (the pre-hook fast path).</summary>
         public static bool HasFrames => t_current is { _count: > 0 };
+
+        /// <summary>This thread's stack when a hooked call is under way on it, else null (the post-hook fast path).</summary>
+        public static CallStack? Frames => t_current is { _count: > 0 } stack ? stack : null;
 
         public int Count => _count;
         public CallFrame this[int i] => _frames[i];
@@ -121,14 +132,11 @@ namespace TorchHooks
             LastReplacement = default;
         }
 
-        /// <summary>Index of the topmost frame of <paramref name="module"/>'s call, or -1.</summary>
-        public int Find(HookPoint node, torch.nn.Module module)
+        /// <summary>Index of the topmost frame of a call of <paramref name="node"/>'s module, or -1.</summary>
+        public int Find(HookPoint node)
         {
             for (int i = _count - 1; i >= 0; i--)
-            {
-                var f = _frames[i];
-                if (ReferenceEquals(f.Node, node) && ReferenceEquals(f.Module, module)) return i;
-            }
+                if (ReferenceEquals(_frames[i].Node, node)) return i;
             return -1;
         }
 
@@ -142,9 +150,13 @@ namespace TorchHooks
         /// <see cref="Mark"/> taken where a module call begins or ends): they began no deeper than here, so they
         /// are over — they threw and the exception was caught. Returns whether any was finished.
         /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public bool FinishAbandoned(nuint here)
+            => _count != 0 && _frames[_count - 1].StackMark <= here && FinishAbandonedSlow(here);   // else: the top call is still under way
+
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        private bool FinishAbandonedSlow(nuint here)
         {
-            if (_count == 0 || _frames[_count - 1].StackMark > here) return false;   // the top call is still under way
             int keep = _count - 1;
             while (keep > 0 && _frames[keep - 1].StackMark <= here) keep--;
             var suppressed = new List<Exception>();
