@@ -15,6 +15,36 @@ namespace TorchHooks.Benchmarks
     {
         public static int Run()
         {
+            if (Environment.GetEnvironmentVariable("TORCHHOOKS_PROBE_ONLY") is not null)
+            {
+                // WithHooks() alone for 10 s, for a profiler.
+                var until = Stopwatch.StartNew();
+                while (until.ElapsedMilliseconds < 10_000) { var m = Models.DeepModel(); m.WithHooks(); }
+                return 0;
+            }
+
+            // Medians over 30 fresh models of the parts of WithHooks(): the tree (walk + hook points) and the whole call.
+            var treeTimes = new System.Collections.Generic.List<double>();
+            var disposedTimes = new System.Collections.Generic.List<double>();
+            var wrapTimes = new System.Collections.Generic.List<double>();
+            for (int round = 0; round < 30; round++)
+            {
+                var a = Models.DeepModel();
+                var b = Models.DeepModel();
+                GC.Collect(); GC.WaitForPendingFinalizers();
+                var tc = Stopwatch.GetTimestamp();
+                ModuleState.IsDisposed(a);
+                disposedTimes.Add(Stopwatch.GetElapsedTime(tc).TotalMicroseconds / Models.DeepModelModules);
+                var t0 = Stopwatch.GetTimestamp();
+                _ = new ModuleTree(a);
+                var t1 = Stopwatch.GetTimestamp();
+                _ = b.WithHooks();
+                var t2 = Stopwatch.GetTimestamp();
+                treeTimes.Add(Stopwatch.GetElapsedTime(t0, t1).TotalMicroseconds / Models.DeepModelModules);
+                wrapTimes.Add(Stopwatch.GetElapsedTime(t1, t2).TotalMicroseconds / Models.DeepModelModules);
+            }
+            treeTimes.Sort(); wrapTimes.Sort(); disposedTimes.Sort();
+            Console.WriteLine($"per module (median of 30, after a full GC): disposed-model check {disposedTimes[15]:F2} us; ModuleTree {treeTimes[15]:F2} us; WithHooks {wrapTimes[15]:F2} us");
 
             for (int round = 0; round < 30; round++)
             {

@@ -108,21 +108,36 @@ namespace TorchHooks
         public int NextCallIndex(HookPoint node)
         {
             int id = node.Id;
-            if ((uint)id >= (uint)_callCounts.Length) GrowCallCounts(id);
+            if ((uint)id >= (uint)_callCounts.Length && !GrowCallCounts(id)) return NextCallIndexByNode(node);
             ref long stamp = ref _callCountStamps[id];
             if (stamp != Pass) { stamp = Pass; _callCounts[id] = 0; }
             return _callCounts[id]++;
         }
 
+        /// <summary>Node ids are never reused, so the tables stop growing at this size (192 KB per thread); later nodes are counted by reference.</summary>
+        private const int MaxTableSize = 1 << 14;
+        private Dictionary<HookPoint, (long Pass, int Count)>? _overflowCounts;
+
         [MethodImpl(MethodImplOptions.NoInlining)]
-        private void GrowCallCounts(int id)
+        private bool GrowCallCounts(int id)
         {
+            if (id >= MaxTableSize) return false;
             int size = Math.Max(64, _callCounts.Length);
             while (size <= id) size *= 2;
             int old = _callCountStamps.Length;
             Array.Resize(ref _callCounts, size);
             Array.Resize(ref _callCountStamps, size);
             Array.Fill(_callCountStamps, long.MinValue, old, size - old);
+            return true;
+        }
+
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        private int NextCallIndexByNode(HookPoint node)
+        {
+            var counts = _overflowCounts ??= new Dictionary<HookPoint, (long Pass, int Count)>(ReferenceEqualityComparer.Instance);
+            ref var entry = ref CollectionsMarshal.GetValueRefOrAddDefault(counts, node, out bool exists);
+            if (!exists || entry.Pass != Pass) entry = (Pass, 0);
+            return entry.Count++;
         }
 
         /// <summary>The outermost call ended: the next one starts a new pass (call counts of this one lapse); drop the replacement record.</summary>
@@ -130,6 +145,7 @@ namespace TorchHooks
         {
             Pass++;
             LastReplacement = default;
+            if (_overflowCounts is { Count: > 0 } overflow) overflow.Clear();
         }
 
         /// <summary>Index of the topmost frame of a call of <paramref name="node"/>'s module, or -1.</summary>

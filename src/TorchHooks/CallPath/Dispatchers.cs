@@ -64,7 +64,7 @@ namespace TorchHooks
                     point = create(module, path, signature, attach!);
                     s_points.Add(module, point);
                 }
-                if (tree is not null && !point.HasTree(tree)) point.Trees.Add(new WeakReference<ModuleTree>(tree));
+                if (tree is not null) point.AddTree(tree.Id);
                 if (s_armedEverywhere || tree is { IsArmed: true } || point.IsActive) point.AttachLocked();
                 return point;
             }
@@ -79,8 +79,8 @@ namespace TorchHooks
             lock (s_gate)
             {
                 node.AttachLocked();
-                foreach (var weak in node.Trees)
-                    if (weak.TryGetTarget(out var tree)) tree.ArmLocked();
+                foreach (var id in node.TreeIds())
+                    if (s_trees.TryGetValue(id, out var weak) && weak.TryGetTarget(out var tree)) tree.ArmLocked();
             }
         }
 
@@ -97,6 +97,28 @@ namespace TorchHooks
                 s_armedEverywhere = on;
                 if (on)
                     foreach (var entry in s_points) entry.Value.AttachLocked();
+            }
+        }
+
+        // Every tree made so far, by id, weakly (one weak reference per tree; collected ones are pruned as the table grows).
+        private static readonly Dictionary<int, WeakReference<ModuleTree>> s_trees = new();
+        private static int s_nextTreeId = -1;
+        private static int s_pruneAt = 64;
+
+        /// <summary>Registers a new tree; returns its id.</summary>
+        public static int Register(ModuleTree tree)
+        {
+            lock (s_gate)
+            {
+                if (s_trees.Count >= s_pruneAt)
+                {
+                    foreach (var (id, weak) in s_trees)
+                        if (!weak.TryGetTarget(out _)) s_trees.Remove(id);
+                    s_pruneAt = Math.Max(64, s_trees.Count * 2);
+                }
+                int treeId = ++s_nextTreeId;
+                s_trees.Add(treeId, new WeakReference<ModuleTree>(tree));
+                return treeId;
             }
         }
 

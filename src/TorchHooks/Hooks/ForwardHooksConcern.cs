@@ -18,7 +18,7 @@ namespace TorchHooks
     {
         public static readonly ForwardHooksConcern Instance = new();
 
-        public override bool IsActiveFor(HookPoint node) => node.ForwardPre.Count > 0 || node.Forward.Count > 0;
+        public override bool IsActiveFor(HookPoint node) => node.ForwardPreSnapshot.Length > 0 || node.ForwardSnapshot.Length > 0;
 
         public override bool IsActiveEverywhere => ModuleHooks.ForwardPre.Count > 0 || ModuleHooks.Forward.Count > 0;
 
@@ -52,7 +52,7 @@ namespace TorchHooks
                 var node = frame.Node;
                 var module = frame.Module;
                 state.Global = State.OrNull(ModuleHooks.Forward.Snapshot);
-                state.Local = State.OrNull(node.Forward.Snapshot);
+                state.Local = State.OrNull(node.ForwardSnapshot);
                 state.Args = args;
 
                 var global = ModuleHooks.ForwardPre.Snapshot;
@@ -61,7 +61,7 @@ namespace TorchHooks
                     if (global[i].Fn is ForwardPreHook<TArgs> hook && hook(module, args) is { } replaced)
                         state.Args = args = Replaced(frame, replaced.Value, "global forward pre-hook", i, "input");
                 }
-                var local = node.ForwardPre.Snapshot;
+                var local = node.ForwardPreSnapshot;
                 for (int i = 0; i < local.Length; i++)
                 {
                     if (Unsafe.As<ForwardPreHook<TArgs>>(local[i].Fn)(module, args) is { } replaced)   // typed when registered

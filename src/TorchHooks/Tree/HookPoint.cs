@@ -28,15 +28,12 @@ namespace TorchHooks
             Module = module;
             Path = path;
             Signature = signature;
-            ForwardPre = new HookList(Recompute);
-            Forward = new HookList(Recompute);
-            Id = NodeIds.Take();
+            Id = Interlocked.Increment(ref s_nextId);
         }
 
-        /// <summary>Returns the node's <see cref="Id"/> for reuse once its module is gone.</summary>
-        ~HookPoint() => NodeIds.Return(Id);
+        private static int s_nextId = -1;
 
-        /// <summary>A small number unique among live nodes: indexes per-thread tables on the call path (call counts).</summary>
+        /// <summary>A number unique to this node, in creation order: indexes per-thread tables on the call path (call counts).</summary>
         internal readonly int Id;
 
         /// <summary>The module's name in the tree it was first wrapped in, as in <c>named_modules()</c>; the root is <c>""</c>.</summary>
@@ -61,7 +58,7 @@ namespace TorchHooks
         /// </summary>
         internal void Recompute()
         {
-            lock (_recomputeGate) _active = CallPath.ActiveFor(this);
+            lock (s_recomputeGate) _active = CallPath.ActiveFor(this);
             if (_active != 0) Dispatchers.Arm(this);
         }
 
@@ -80,35 +77,33 @@ namespace TorchHooks
             _attached = true;
         }
 
-        /// <summary>The trees this module was wrapped in (weakly: a shared module must not keep another model alive).</summary>
-        internal readonly List<WeakReference<ModuleTree>> Trees = new(1);
+        // The trees this module was wrapped in, by ModuleTree.Id (ids, not references: a shared module must not keep
+        // another model alive). Under Dispatchers' lock.
+        private int _tree = -1;
+        private List<int>? _moreTrees;
 
-        /// <summary>Whether <paramref name="tree"/> is among <see cref="Trees"/> (drops collected trees on the way); under <see cref="Dispatchers"/>' lock.</summary>
-        internal bool HasTree(ModuleTree tree)
+        /// <summary>Records that the module belongs to the tree with id <paramref name="treeId"/>; under <see cref="Dispatchers"/>' lock.</summary>
+        internal void AddTree(int treeId)
         {
-            Trees.RemoveAll(w => !w.TryGetTarget(out _));
-            foreach (var weak in Trees)
-                if (weak.TryGetTarget(out var t) && ReferenceEquals(t, tree)) return true;
-            return false;
+            if (_tree == treeId || _moreTrees?.Contains(treeId) == true) return;
+            if (_tree < 0) _tree = treeId;
+            else (_moreTrees ??= new List<int>()).Add(treeId);
         }
 
-        private readonly object _recomputeGate = new();
+        /// <summary>The ids of the trees this module was wrapped in; under <see cref="Dispatchers"/>' lock.</summary>
+        internal IEnumerable<int> TreeIds()
+        {
+            if (_tree >= 0) yield return _tree;
+            if (_moreTrees is not null) foreach (var id in _moreTrees) yield return id;
+        }
+
+        // One lock for all nodes: recomputing is rare (registration), and a lock object per node made wrapping slower.
+        private static readonly object s_recomputeGate = new();
 
         internal abstract void FinishFailedCall(CallFrame frame, List<Exception> suppressed);
 
         /// <inheritdoc />
-        public override string ToString() => $"HookPoint('{Path}', {Module.GetType().Name}: {Signature}, {ForwardPre.Count} pre, {Forward.Count} forward)";
-    }
-
-    /// <summary>Small ids for live hook points, reused after their module is collected (keeps per-thread tables small).</summary>
-    internal static class NodeIds
-    {
-        private static readonly System.Collections.Concurrent.ConcurrentStack<int> s_free = new();
-        private static int s_next = -1;
-
-        public static int Take() => s_free.TryPop(out int id) ? id : Interlocked.Increment(ref s_next);
-
-        public static void Return(int id) => s_free.Push(id);
+        public override string ToString() => $"HookPoint('{Path}', {Module.GetType().Name}: {Signature}, {ForwardPreSnapshot.Length} pre, {ForwardSnapshot.Length} forward)";
     }
 
     /// <summary>The hook site of a module whose inputs are <typeparamref name="TArgs"/> (a tuple for several inputs).</summary>

@@ -32,8 +32,12 @@ namespace TorchHooks
         public ModuleTree(torch.nn.Module root)
         {
             _root = root;
+            Id = Dispatchers.Register(this);
             Refresh();
         }
+
+        /// <summary>The tree's number among all trees of the process (hook points name their trees by it).</summary>
+        public int Id { get; }
 
         public IReadOnlyCollection<string> Paths => _byPath.Keys;
 
@@ -54,7 +58,8 @@ namespace TorchHooks
             lock (Dispatchers.Gate)
             {
                 _nodes = nodes;
-                if (_armed) foreach (var node in nodes) node.AttachLocked();
+                // Armed already, or a module of it has work (hooks registered before this tree was made): attach all.
+                if (_armed || nodes.Exists(n => n.IsActive)) { _armed = false; ArmLocked(); }
             }
         }
 
