@@ -108,8 +108,8 @@ namespace TorchHooks.Benchmarks
                 "parameters frozen (no autograd graph), one intra-op thread (`torch.set_num_threads(1)`): with tensors this small " +
                 "libtorch's thread pool has nothing to split and would only add wake-up jitter, so a dispatch-bound workload is measured on one " +
                 "thread (PyTorch's reference numbers were taken the same way). The baseline is a **separate, never-wrapped** copy of the model: " +
-                "once a model is wrapped, TorchHooks' dispatcher hooks stay installed on its modules, so its own `call` is no longer TorchSharp's " +
-                "bare path (that is the third case). Every body disposes its output.",
+                "a wrapped model with nothing registered keeps TorchSharp's bare path (the third case checks that), but once something is registered " +
+                "TorchHooks' dispatchers stay on its modules. Every body disposes its output.",
             "ChainDispatch" =>
                 "Suite 1 on a model that does nothing but the call path: a custom `Chain` module calling 8 managed pass-through " +
                 "children (`forward(x) => x`) through `call` — 9 module calls, no native work, no allocation, one thread. Here nanosecond " +
@@ -309,12 +309,12 @@ namespace TorchHooks.Benchmarks
                     int n = Models.DeepModelModules;
                     t.AppendLine($"**`WithHooks()` on a fresh 201-module model: {Fmt(w.Median)} ({Fmt(w.Median / n)} per module, " +
                                  $"{(w.Alloc ?? 0) / (double)n:0} B allocated per module), {run.Ratio("WithHooks"):0.00}× the time it takes to build the model.** " +
-                                 "Goal (issue 12): ≤ 1 µs per module. Per module it walks `named_modules()`, calls the installer of the module's type (a " +
-                                 "delegate bound by reflection once per closed type), allocates a `HookPoint` with its two hook lists, registers two TorchSharp " +
-                                 "hooks and adds a `ConditionalWeakTable` entry. TorchSharp keys each hook by `Guid.NewGuid().ToString()`; `--wrap-probe` " +
-                                 "measures that Guid string alone at ~1.4–1.6 µs on this VM (a `getrandom` system call each), so the two registrations cost " +
-                                 "~3 µs of the figure above and the goal needs the dispatchers installed only on modules that have something registered " +
-                                 "(issue 12's \"nothing registered, nothing paid\", not done yet).");
+                                 "Goal (issue 12): ≤ 1 µs per module. Per module it checks the model is not disposed (its parameters and buffers, through " +
+                                 "compiled accessors), walks TorchSharp's `named_modules()` (about a third of the time), calls the hook-point creator of the " +
+                                 "module's type (a delegate bound by reflection once per closed type), allocates a `HookPoint` (hook lists only on first " +
+                                 "registration) and adds a `ConditionalWeakTable` entry. No TorchSharp hook is registered: the dispatchers are attached when " +
+                                 "something is registered on the tree (suite 3b's arming), copy-on-write under TorchHooks' own key, so TorchSharp's " +
+                                 "`Guid.NewGuid().ToString()` key per hook (~1.5 µs each, a `getrandom` system call; `--wrap-probe`) is never paid.");
                     goals.Add(new Goal("4", "WithHooks() per module", "≤ 1 µs", Fmt(w.Median / n), w.Median / n <= 1000));
                     break;
                 }
