@@ -110,7 +110,7 @@ namespace TorchHooks.Generators
                 {
                     _core = new(inner);
                     // Runs first in TorchSharp's call (before any typed pre-hook): tells forward it was reached through call.
-                    module_pre_hooks.Add(FacadeEntry.Key, FacadeEntry.Mark);
+                    module_pre_hooks.Add(FacadeEntry.Key, static m => FacadeEntry.Mark(m));   // a lambda: no shuffle thunk per call, as a static method group would have
                 }
 
                 /// <summary>The wrapped model, unchanged.</summary>
@@ -135,9 +135,10 @@ namespace TorchHooks.Generators
                 /// <exception cref="ObjectDisposedException">The facade or the wrapped model was disposed.</exception>
                 public override TResult forward({{a.Parameters}})
                 {
-                    bool viaCall = FacadeEntry.Take(this);
-                    _core.CheckAlive(_disposed);
-                    var call = FacadeCall.Begin(_core.Inner);
+                    var stack = CallStack.Current;
+                    bool viaCall = FacadeEntry.Take(stack, this);
+                    FacadeChecks.CheckAlive(_core.Inner, _disposed);
+                    var call = FacadeCall.Begin(stack, _core.Inner);
                     Exception? failure = null;
                     try { return viaCall ? _core.Inner.call({{a.Inputs}}) : _core.Inner.forward({{a.Inputs}}); }
                     // Never entered: notes the exception as it passes (no catch and rethrow, which would pile every nesting

@@ -69,6 +69,8 @@ namespace TorchHooks
 
         /// <summary>Identifies the current outermost call on this thread (for call indices).</summary>
         public long Pass;
+        /// <summary>The facade whose <c>call</c> is about to run its <c>forward</c> on this thread (<see cref="FacadeEntry"/>).</summary>
+        public torch.nn.Module? EnteredFacade;
         /// <summary>How many facade calls are under way on this thread.</summary>
         public int FacadeDepth;
         /// <summary>The latest value a hook put in place of an input or output during the current facade call (for error messages).</summary>
