@@ -277,8 +277,12 @@ namespace TorchHooks.Benchmarks
                     t.AppendLine();
                     t.AppendLine("A further no-op hook costs a delegate call and a `HookResult` null test per module call (a global hook also a type " +
                                  "test: it is typed by the input it accepts). The first hook costs more because the call leaves the fast path: a reused " +
-                                 "call frame is pushed on the thread's call stack, the hook lists are snapshotted (one volatile read each), the call index " +
-                                 "is counted, the forward scope is asked for, and after forward the frame is found and popped.");
+                                 "call frame is pushed on the thread's call stack with the machine-stack position (so that a call that threw and was caught is " +
+                                 "finished before the next module runs) and the call index (a per-thread table slot), the forward-hooks concern's way-in " +
+                                 "and way-out steps run (one virtual call each, chosen by the set of active concerns), the hook lists are snapshotted (one " +
+                                 "volatile read each), and after forward the frame is found and popped. Issue 12's ≤ 20 ns is missed by that bookkeeping; " +
+                                 "before the seam (commit 63dbfd3, which had no abandoned-call detection or per-thread call indices) the same rows measured " +
+                                 "27–29 ns on this machine.");
                     if (misses.Count > 0)
                         t.AppendLine().AppendLine($"**Missed for {string.Join(", ", misses)}** on this model." +
                             (chain ? "" : " Compare suite 3b, which measures the same hooks without the MLP's native work and its noise."));
