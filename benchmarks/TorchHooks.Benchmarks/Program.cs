@@ -31,6 +31,8 @@ namespace TorchHooks.Benchmarks
                 return BackwardProbe.Run(args);
             if (args.Contains("--resnet-probe"))
                 return ResNetProbe.Run(args);
+            if (args.Contains("--tracing-probe"))
+                return TracingProbe.Run();
             if (args.Contains("--tracing-paired"))
                 return TracingPaired.Run();
             if (args.Contains("--write-docs") || args.Contains("--print-docs"))
