@@ -33,6 +33,12 @@ namespace TorchHooks.Benchmarks
             var cases = new (string Name, Func<IDisposable?> Start)[]
             {
                 ("off (no tracer, no listener)", () => null),
+                ("call path only (listener sampling nothing)", () =>
+                {
+                    var l = new ActivityListener { ShouldListenTo = s => s.Name == TorchHooksTelemetry.ActivitySourceName, Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.None };
+                    ActivitySource.AddActivityListener(l);
+                    return l;
+                }),
                 ("ModuleTracer, tensors recorded", () => facade.Trace(new TraceOptions { MaxCalls = 10_000_000 })),
                 ("ModuleTracer, RecordTensors = false", () => facade.Trace(new TraceOptions { MaxCalls = 10_000_000, RecordTensors = false })),
                 ("OpenTelemetry spans (listener, all data)", () =>

@@ -150,11 +150,10 @@ namespace TorchHooks
     /// </remarks>
     public sealed class ModuleCallRecord
     {
-        internal ModuleCallRecord(ModuleTracer tracer, int id, in CallEntry e, TensorInfo[] inputs, TensorInfo[] outputs)
+        internal ModuleCallRecord(ModuleTracer tracer, int id, in CallEntry e, HookPoint node, string? threadName, TensorInfo[] inputs, TensorInfo[] outputs)
         {
-            var node = e.Node!;
             Id = id; ParentId = e.ParentId; Depth = e.Depth; Path = node.Path; ModuleType = node.TypeName; CallIndex = e.CallIndex;
-            ThreadId = e.ThreadId; ThreadName = e.ThreadName; Inputs = inputs; Outputs = outputs; Training = e.Training;
+            ThreadId = e.ThreadId; ThreadName = threadName; Inputs = inputs; Outputs = outputs; Training = e.Training;
             AutocastCpu = e.AutocastCpu < 0 ? null : (torch.ScalarType)e.AutocastCpu;
             AutocastCuda = e.AutocastCuda < 0 ? null : (torch.ScalarType)e.AutocastCuda;
             StartTimestamp = e.Start; EndTimestamp = e.End; Failed = e.Failed;

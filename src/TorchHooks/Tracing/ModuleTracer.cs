@@ -71,6 +71,8 @@ namespace TorchHooks
         private readonly long _origin;
         private TraceStore _store = new(0);
         private int _recording;
+        private readonly List<HookPoint> _nodes = new();                 // node table: CallEntry.Node - 1 indexes it
+        private readonly Dictionary<HookPoint, int> _nodeIndex = new(ReferenceEqualityComparer.Instance);
 
         private ModuleTracer(TraceOptions options, HashSet<HookPoint>? tree)
         {
@@ -139,7 +141,12 @@ namespace TorchHooks
         /// <summary>Stops recording; the calls recorded so far stay readable.</summary>
         public void Stop()
         {
-            if (Interlocked.Exchange(ref _recording, 0) != 0) TracingConcern.Remove(this);
+            if (Interlocked.Exchange(ref _recording, 0) == 0) return;
+            TracingConcern.Remove(this);
+            lock (_nodes)   // the model's nodes no longer point at this tracer: a stopped trace is kept alive by its owner only
+                foreach (var node in _nodes)
+                    if (node.TraceSeat is { } seat && ReferenceEquals(seat.Tracer, this))
+                        Interlocked.CompareExchange(ref node.TraceSeat, null, seat);
         }
 
         /// <summary>Forgets the recorded calls (and the dropped count); recording goes on if it was on.</summary>
@@ -214,12 +221,36 @@ namespace TorchHooks
             var (cpu, cuda) = AutocastFor(frame.Node);
             e.AutocastCpu = cpu is { } c ? (sbyte)c : (sbyte)-1;
             e.AutocastCuda = cuda is { } g ? (sbyte)g : (sbyte)-1;
-            var thread = Thread.CurrentThread;
-            e.ThreadId = thread.ManagedThreadId;
-            e.ThreadName = thread.Name;
+            e.ThreadId = store.Thread();
             if (_tensors) store.Describe(args, out e.InputsAt, out e.InputCount);
-            Volatile.Write(ref e.Node, frame.Node);
+            Volatile.Write(ref e.Node, NodeIndex(frame.Node) + 1);
             return ((long)store.Generation << 32) | id;
+        }
+
+        /// <summary>The index of <paramref name="node"/> in this tracer's node table (added on its first call).</summary>
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+        private int NodeIndex(HookPoint node)
+            => node.TraceSeat is { } seat && ReferenceEquals(seat.Tracer, this) ? seat.Index : AddNode(node);
+
+        private int AddNode(HookPoint node)
+        {
+            int index;
+            lock (_nodes)
+            {
+                if (!_nodeIndex.TryGetValue(node, out index))
+                {
+                    index = _nodes.Count;
+                    _nodes.Add(node);
+                    _nodeIndex.Add(node, index);
+                }
+            }
+            node.TraceSeat = new TraceSeat(this, index);   // one tracer's seat at a time: the last tracer that saw the node
+            return index;
+        }
+
+        internal HookPoint NodeAt(int node)
+        {
+            lock (_nodes) return _nodes[node - 1];
         }
 
         /// <summary>The call with <paramref name="token"/> ended (<paramref name="failed"/>: it threw; no outputs then).</summary>
@@ -253,16 +284,14 @@ namespace TorchHooks
             e.AutocastCpu = -1;
             e.AutocastCuda = -1;
             e.Backward = true;
-            var thread = Thread.CurrentThread;
-            e.ThreadId = thread.ManagedThreadId;
-            e.ThreadName = thread.Name;
+            e.ThreadId = store.Thread();
             if (_tensors)
             {
                 store.Describe(gradOutputs, out e.InputsAt, out e.InputCount);
                 store.Describe(gradInputs, out e.OutputsAt, out e.OutputCount);
             }
             e.End = Math.Max(end, start + 1);
-            Volatile.Write(ref e.Node, node);
+            Volatile.Write(ref e.Node, NodeIndex(node) + 1);
         }
 
         /// <inheritdoc />

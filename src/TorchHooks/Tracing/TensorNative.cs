@@ -86,18 +86,23 @@ namespace TorchHooks
         }
     }
 
-    /// <summary>A tensor's rank, dtype, device and grad flag, as <see cref="TensorNative.Read"/> reads them.</summary>
+    /// <summary>A tensor's rank, dtype, device and grad flag, as <see cref="TensorNative.Read"/> reads them (8 bytes, no references).</summary>
     internal readonly struct TensorHeader
     {
         public readonly int Rank;
-        public readonly torch.ScalarType Dtype;
-        public readonly DeviceType DeviceType;
-        public readonly int DeviceIndex;
-        public readonly bool RequiresGrad;
+        private readonly short _deviceIndex;
+        private readonly sbyte _dtype;
+        private readonly byte _deviceTypeAndGrad;
 
         public TensorHeader(int rank, torch.ScalarType dtype, DeviceType deviceType, int deviceIndex, bool requiresGrad)
         {
-            Rank = rank; Dtype = dtype; DeviceType = deviceType; DeviceIndex = deviceIndex; RequiresGrad = requiresGrad;
+            Rank = rank; _dtype = (sbyte)dtype; _deviceIndex = (short)deviceIndex;
+            _deviceTypeAndGrad = (byte)(((int)deviceType & 0x7F) | (requiresGrad ? 0x80 : 0));
         }
+
+        public torch.ScalarType Dtype => (torch.ScalarType)_dtype;
+        public DeviceType DeviceType => (DeviceType)(_deviceTypeAndGrad & 0x7F);
+        public int DeviceIndex => _deviceIndex;
+        public bool RequiresGrad => (_deviceTypeAndGrad & 0x80) != 0;
     }
 }

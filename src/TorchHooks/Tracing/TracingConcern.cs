@@ -358,5 +358,16 @@ namespace TorchHooks
 
         /// <summary>The module's class name, e.g. <c>Conv2d</c> (traces, spans).</summary>
         internal string TypeName => _typeName ??= Module.GetType().Name;
+
+        /// <summary>The node's index in the node table of the tracer that last recorded it (saves that tracer a lookup).</summary>
+        internal TraceSeat? TraceSeat;
+    }
+
+    /// <summary>A node's index in one tracer's node table (one object, so that tracer and index are read together).</summary>
+    internal sealed class TraceSeat
+    {
+        public readonly ModuleTracer Tracer;
+        public readonly int Index;
+        public TraceSeat(ModuleTracer tracer, int index) { Tracer = tracer; Index = index; }
     }
 }
