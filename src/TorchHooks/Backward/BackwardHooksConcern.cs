@@ -17,8 +17,12 @@ namespace TorchHooks
     /// No input requires grad: the full hooks run at the output node with an all-null grad_input.
     /// </summary>
     /// <remarks>
-    /// A new <see cref="BackwardCall"/> per call, as PyTorch's new <c>BackwardHook</c> per call: a module called
-    /// twice fires twice, independently. The hook lists are snapshotted when the call begins.
+    /// <para>A new <see cref="BackwardCall"/> per call, as PyTorch's new <c>BackwardHook</c> per call: a module called
+    /// twice fires twice, independently. The hook lists are snapshotted when the call begins.</para>
+    /// <para>Backward timings for traces: while a tracer that records them is open (<see cref="TraceOptions.Backward"/>),
+    /// the concern also wraps the calls of the modules that tracer records, hooks or not, and reports each module's
+    /// backward — from its output node to its input node — to <see cref="TracingConcern.RecordBackward"/>. With no such
+    /// tracer nothing changes: only modules with backward hooks are wrapped.</para>
     /// </remarks>
     internal sealed class BackwardHooksConcern : CallConcern
     {
@@ -26,7 +30,7 @@ namespace TorchHooks
 
         public override bool IsActiveFor(HookPoint node) => node.BackwardPreHookCount > 0 || node.BackwardHookCount > 0;
 
-        public override bool IsActiveEverywhere => ModuleHooks.BackwardPre.Count > 0 || ModuleHooks.Backward.Count > 0;
+        public override bool IsActiveEverywhere => ModuleHooks.BackwardPre.Count > 0 || ModuleHooks.Backward.Count > 0 || TracingConcern.BackwardRequested;
 
         public override CallSteps<TArgs, TResult> Steps<TArgs, TResult>() => new Typed<TArgs, TResult>();
 
@@ -47,7 +51,7 @@ namespace TorchHooks
             {
                 Pending.DisposeAll();
                 BackwardHookFailures.ThrowPendingBeforeForward();
-                var call = BackwardCall.Create(frame.Node, frame.Module);
+                var call = BackwardCall.Create(frame.Node, frame.Module, frame.CallIndex);
                 if (call is null) return;
                 var state = Unsafe.As<State>(frame.State(Instance.Slot) ??= new State());
                 state.Call = call;
@@ -88,7 +92,7 @@ namespace TorchHooks
                                 t.Dispose();
                     }
                 }
-                else
+                else if (call.HasHooks)   // a call wrapped only for a tracer's backward timings warns nobody
                 {
                     BackwardCall.WarnNotTensorOutput(frame.Node, typeof(TResult));
                 }
@@ -165,6 +169,10 @@ namespace TorchHooks
         private readonly torch.nn.Module _module;
         private readonly HookEntry[] _pre;
         private readonly HookEntry[] _full;
+        private readonly int _callIndex;
+        /// <summary>Whether a tracer records this call's backward timing; when the output node ran (Stopwatch timestamp).</summary>
+        private readonly bool _timed;
+        private long _backwardStart;
         private Tensor?[]? _gradOutputs;
         private readonly object _gate = new();
 
@@ -177,19 +185,23 @@ namespace TorchHooks
         public readonly GradientSite InputSite;
         public readonly GradientSite OutputSite;
 
-        private BackwardCall(HookPoint node, torch.nn.Module module, HookEntry[] pre, HookEntry[] full)
+        private BackwardCall(HookPoint node, torch.nn.Module module, HookEntry[] pre, HookEntry[] full, int callIndex, bool timed)
         {
-            _node = node; _module = module; _pre = pre; _full = full;
+            _node = node; _module = module; _pre = pre; _full = full; _callIndex = callIndex; _timed = timed;
             InputSite = new Side(this, input: true);
             OutputSite = new Side(this, input: false);
         }
 
-        /// <summary>The call's hooks, global before local; null when there are none (removed since the flags were computed).</summary>
-        public static BackwardCall? Create(HookPoint node, torch.nn.Module module)
+        /// <summary>
+        /// The call's hooks, global before local, and whether a tracer times its backward; null when there are no hooks
+        /// (removed since the flags were computed) and no tracer records this module's backward.
+        /// </summary>
+        public static BackwardCall? Create(HookPoint node, torch.nn.Module module, int callIndex)
         {
             var pre = Concat(ModuleHooks.BackwardPre.Snapshot, node.BackwardPre.Snapshot);
             var full = Concat(ModuleHooks.Backward.Snapshot, node.Backward.Snapshot);
-            return pre.Length + full.Length == 0 ? null : new BackwardCall(node, module, pre, full);
+            bool timed = TracingConcern.BackwardRequested && TracingConcern.WantsBackward(node) && torch.is_grad_enabled();
+            return pre.Length + full.Length == 0 && !timed ? null : new BackwardCall(node, module, pre, full, callIndex, timed);
         }
 
         private static HookEntry[] Concat(HookEntry[] a, HookEntry[] b)
@@ -201,6 +213,9 @@ namespace TorchHooks
             b.CopyTo(all, a.Length);
             return all;
         }
+
+        /// <summary>Whether the call has backward hooks (else it is wrapped only for a tracer's backward timings).</summary>
+        public bool HasHooks => _pre.Length + _full.Length > 0;
 
         public void RecordNoGradInputs(object?[] items)
         {
@@ -222,6 +237,7 @@ namespace TorchHooks
         /// <summary>The output node's backward (PyTorch's output hook): pre-hooks; full hooks too if no input requires grad.</summary>
         private Tensor?[] OutputBackward(Tensor?[] grads)
         {
+            if (_timed) _backwardStart = Stopwatch.GetTimestamp();
             if (BackwardHookFailures.HasPending) return grads;
             var gradOutputs = Spread(grads, OutputIndex!, OutputCount);
             foreach (var entry in _pre)
@@ -281,6 +297,8 @@ namespace TorchHooks
                     gradInputs = Copy(replaced);
                 }
             }
+            if (_timed && _backwardStart != 0)
+                TracingConcern.RecordBackward(_node, _callIndex, _backwardStart, Stopwatch.GetTimestamp(), gradInputs, gradOutputs);
             return Gather(gradInputs, InputIndex!);
         }
 

@@ -98,6 +98,14 @@ namespace TorchHooks
         /// </summary>
         internal static bool BackwardRequested => s_backward;
 
+        /// <summary>Whether an open tracer records the backward timings of <paramref name="node"/>'s module.</summary>
+        internal static bool WantsBackward(HookPoint node)
+        {
+            foreach (var tracer in s_tracers)
+                if (tracer.RecordsBackward && tracer.Wants(node)) return true;
+            return false;
+        }
+
         /// <summary>
         /// The hook point for backward timings (the backward-hooks concern calls it): records a backward pass through
         /// <paramref name="node"/>'s module, from <paramref name="startTimestamp"/> (its output-gradient node ran) to
