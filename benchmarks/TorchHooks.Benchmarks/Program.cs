@@ -34,7 +34,7 @@ namespace TorchHooks.Benchmarks
             if (args.Contains("--tracing-probe"))
                 return TracingProbe.Run();
             if (args.Contains("--tracing-paired"))
-                return TracingPaired.Run();
+                return TracingPaired.Run(args);
             if (args.Contains("--write-docs") || args.Contains("--print-docs"))
                 return DocsRun.Run(args);
 
