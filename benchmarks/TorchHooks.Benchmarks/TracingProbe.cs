@@ -17,7 +17,7 @@ namespace TorchHooks.Benchmarks
     {
         public static int Run()
         {
-            const int n = 200_000, rounds = 15;
+            const int n = 100_000, rounds = 11;
             torch.set_num_threads(1);
             using var model = Models.TinyMlp();
             var facade = model.WithHooks();
@@ -50,9 +50,9 @@ namespace TorchHooks.Benchmarks
                 ("x.IsInvalid", () => sink += x.IsInvalid ? 1 : 0),
                 ("new TensorInfo(x)", () => sink += new TensorInfo(x).DeviceIndex),
                 ("TensorNative.Read (direct, no GC transition)", () => { Span<long> sz = stackalloc long[TensorNative.MaxRank]; TensorNative.Read(x, out var info, sz); sink += info.Rank + sz[0]; }),
-                ("TraceStore.Describe(x)", () => { store.Describe(x, out var at, out var c); sink += c; if (++k == 100_000) { k = 0; store = new TraceStore(0); } }),
-                ("ModuleTracer Begin+End, tensors", () => { var t = withTensors.Begin(frame, x, -1, 1); withTensors.End(t, y, 2, false); if (++k == 100_000) { k = 0; withTensors.Clear(); } }),
-                ("ModuleTracer Begin+End, RecordTensors = false", () => { var t = noTensors.Begin(frame, x, -1, 1); noTensors.End(t, y, 2, false); if (++k == 100_000) { k = 0; noTensors.Clear(); } }),
+                ("TraceStore.Describe(x) (new store per 20,000)", () => { store.Describe(x, out var at, out var c); sink += c; if (++k == 20_000) { k = 0; store = new TraceStore(0); } }),
+                ("ModuleTracer Begin+End, tensors (new trace per 20,000)", () => { var t = withTensors.Begin(frame, x, -1, 1); withTensors.End(t, y, 2, false); if (++k == 20_000) { k = 0; withTensors = ModuleTracer.Start(new TraceOptions { MaxCalls = int.MaxValue }); withTensors.Stop(); } }),
+                ("ModuleTracer Begin+End, no tensors (new trace per 20,000)", () => { var t = noTensors.Begin(frame, x, -1, 1); noTensors.End(t, y, 2, false); if (++k == 20_000) { k = 0; noTensors = ModuleTracer.Start(new TraceOptions { MaxCalls = int.MaxValue, RecordTensors = false }); noTensors.Stop(); } }),
                 ("ModuleTracer.Wants (model's tree)", () => sink += withTensors.Wants(node) ? 1 : 0),
                 ("lock + List.Add", () => { lock (gate) { list.Add(gate); if (list.Count > 10000) list.Clear(); } }),
             };
