@@ -40,7 +40,9 @@ namespace TorchHooks
         private readonly List<ModuleCallRecord?> _records = new();   // built records of finished calls, by id (readers only, under the lock)
         private readonly List<long[]> _longShapes = new();           // sizes of tensors of rank > InlineRank (rare), under the lock
         private readonly Dictionary<int, string?> _threadNames = new();
-        [ThreadStatic] private static TraceStore? t_named;           // the store that knows this thread's name
+        [ThreadStatic] private static long t_named;                  // the id of the store that knows this thread's name (no reference: nothing kept alive)
+        private static long s_lastId;
+        private readonly long _id = Interlocked.Increment(ref s_lastId);
 
         public TraceStore(int generation) => Generation = generation;
 
@@ -143,14 +145,14 @@ namespace TorchHooks
         public int Thread()
         {
             var thread = System.Threading.Thread.CurrentThread;
-            if (t_named != this) NameThread(thread);
+            if (t_named != _id) NameThread(thread);
             return thread.ManagedThreadId;
         }
 
         private void NameThread(System.Threading.Thread thread)
         {
             lock (_threadNames) _threadNames.TryAdd(thread.ManagedThreadId, thread.Name);
-            t_named = this;
+            t_named = _id;
         }
 
         public string? ThreadName(int threadId)
