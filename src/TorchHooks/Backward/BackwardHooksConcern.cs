@@ -19,10 +19,12 @@ namespace TorchHooks
     /// <remarks>
     /// <para>A new <see cref="BackwardCall"/> per call, as PyTorch's new <c>BackwardHook</c> per call: a module called
     /// twice fires twice, independently. The hook lists are snapshotted when the call begins.</para>
-    /// <para>Backward timings for traces: while a tracer that records them is open (<see cref="TraceOptions.Backward"/>),
-    /// the concern also wraps the calls of the modules that tracer records, hooks or not, and reports each module's
-    /// backward — from its output node to its input node — to <see cref="TracingConcern.RecordBackward"/>. With no such
-    /// tracer nothing changes: only modules with backward hooks are wrapped.</para>
+    /// <para>Backward timings and gradients for the tracing concern: while a tracer that records backward timings
+    /// (<see cref="TraceOptions.Backward"/>) or a cache of gradients (<see cref="CacheOptions.Gradients"/>) is open,
+    /// the concern also wraps the calls of the modules they want, hooks or not; it hands each module's grad_output to
+    /// <see cref="TracingConcern.RecordGradients"/> at its output node and its backward — from its output node to its
+    /// input node — to <see cref="TracingConcern.RecordBackward"/>. With neither open nothing changes: only modules
+    /// with backward hooks are wrapped.</para>
     /// </remarks>
     internal sealed class BackwardHooksConcern : CallConcern
     {
@@ -170,8 +172,8 @@ namespace TorchHooks
         private readonly HookEntry[] _pre;
         private readonly HookEntry[] _full;
         private readonly int _callIndex;
-        /// <summary>Whether a tracer records this call's backward timing; when the output node ran (Stopwatch timestamp).</summary>
-        private readonly bool _timed;
+        /// <summary>Whether a tracer records this call's backward timing or a cache its gradients; when the output node ran (Stopwatch timestamp).</summary>
+        private readonly bool _observed;
         private long _backwardStart;
         private Tensor?[]? _gradOutputs;
         private readonly object _gate = new();
@@ -185,23 +187,23 @@ namespace TorchHooks
         public readonly GradientSite InputSite;
         public readonly GradientSite OutputSite;
 
-        private BackwardCall(HookPoint node, torch.nn.Module module, HookEntry[] pre, HookEntry[] full, int callIndex, bool timed)
+        private BackwardCall(HookPoint node, torch.nn.Module module, HookEntry[] pre, HookEntry[] full, int callIndex, bool observed)
         {
-            _node = node; _module = module; _pre = pre; _full = full; _callIndex = callIndex; _timed = timed;
+            _node = node; _module = module; _pre = pre; _full = full; _callIndex = callIndex; _observed = observed;
             InputSite = new Side(this, input: true);
             OutputSite = new Side(this, input: false);
         }
 
         /// <summary>
-        /// The call's hooks, global before local, and whether a tracer times its backward; null when there are no hooks
-        /// (removed since the flags were computed) and no tracer records this module's backward.
+        /// The call's hooks, global before local, and whether a tracer times its backward or a cache takes its gradients;
+        /// null when there are no hooks (removed since the flags were computed) and neither wants this module.
         /// </summary>
         public static BackwardCall? Create(HookPoint node, torch.nn.Module module, int callIndex)
         {
             var pre = Concat(ModuleHooks.BackwardPre.Snapshot, node.BackwardPre.Snapshot);
             var full = Concat(ModuleHooks.Backward.Snapshot, node.Backward.Snapshot);
-            bool timed = TracingConcern.BackwardRequested && TracingConcern.WantsBackward(node) && torch.is_grad_enabled();
-            return pre.Length + full.Length == 0 && !timed ? null : new BackwardCall(node, module, pre, full, callIndex, timed);
+            bool observed = TracingConcern.BackwardRequested && TracingConcern.WantsBackward(node) && torch.is_grad_enabled();
+            return pre.Length + full.Length == 0 && !observed ? null : new BackwardCall(node, module, pre, full, callIndex, observed);
         }
 
         private static HookEntry[] Concat(HookEntry[] a, HookEntry[] b)
@@ -237,7 +239,7 @@ namespace TorchHooks
         /// <summary>The output node's backward (PyTorch's output hook): pre-hooks; full hooks too if no input requires grad.</summary>
         private Tensor?[] OutputBackward(Tensor?[] grads)
         {
-            if (_timed) _backwardStart = Stopwatch.GetTimestamp();
+            if (_observed) _backwardStart = Stopwatch.GetTimestamp();
             if (BackwardHookFailures.HasPending) return grads;
             var gradOutputs = Spread(grads, OutputIndex!, OutputCount);
             foreach (var entry in _pre)
@@ -249,6 +251,7 @@ namespace TorchHooks
                     gradOutputs = Copy(replaced);
                 }
             }
+            if (_observed) TracingConcern.RecordGradients(_node, _callIndex, gradOutputs);   // activation caches with Gradients
             if (InputIndex is null)
             {
                 var none = new Tensor?[InputCount];
@@ -297,7 +300,7 @@ namespace TorchHooks
                     gradInputs = Copy(replaced);
                 }
             }
-            if (_timed && _backwardStart != 0)
+            if (_observed && _backwardStart != 0)
                 TracingConcern.RecordBackward(_node, _callIndex, _backwardStart, Stopwatch.GetTimestamp(), gradInputs, gradOutputs);
             return Gather(gradInputs, InputIndex!);
         }

@@ -65,6 +65,7 @@ namespace TorchHooks
                 change();
                 bool backward = false;
                 foreach (var t in s_tracers) backward |= t.RecordsBackward;
+                foreach (var o in s_observers) backward |= o.CapturesGradients;
                 s_backward = backward;
             }
             s_listening = Source.HasListeners();
@@ -93,17 +94,31 @@ namespace TorchHooks
         internal static int ObserverCount => s_tracers.Length + s_observers.Length;
 
         /// <summary>
-        /// Whether an open tracer records backward timings (<see cref="TraceOptions.Backward"/>): the backward-hooks
-        /// concern then wraps every module call's inputs and outputs that require grad, hooks or not.
+        /// Whether an open tracer records backward timings (<see cref="TraceOptions.Backward"/>) or a cache captures
+        /// gradients (<see cref="CacheOptions.Gradients"/>): the backward-hooks concern then wraps the calls of the
+        /// modules they want (<see cref="WantsBackward"/>), hooks or not.
         /// </summary>
         internal static bool BackwardRequested => s_backward;
 
-        /// <summary>Whether an open tracer records the backward timings of <paramref name="node"/>'s module.</summary>
+        /// <summary>Whether an open tracer records the backward timings of <paramref name="node"/>'s module, or a cache its gradients.</summary>
         internal static bool WantsBackward(HookPoint node)
         {
             foreach (var tracer in s_tracers)
                 if (tracer.RecordsBackward && tracer.Wants(node)) return true;
+            foreach (var observer in s_observers)
+                if (observer.CapturesGradients && observer.Wants(node)) return true;
             return false;
+        }
+
+        /// <summary>
+        /// The gradients w.r.t. the outputs of a call of <paramref name="node"/>'s module (after its backward pre-hooks),
+        /// for the open observers that capture gradients (the backward-hooks concern calls it from the output node).
+        /// </summary>
+        internal static void RecordGradients(HookPoint node, int callIndex, Tensor?[] gradOutputs)
+        {
+            foreach (var observer in s_observers)
+                if (observer.CapturesGradients && observer.Wants(node))
+                    observer.Gradients(node, callIndex, gradOutputs);
         }
 
         /// <summary>
@@ -319,6 +334,12 @@ namespace TorchHooks
 
         /// <summary>The call with <paramref name="token"/> ended (<paramref name="failed"/>: it threw; args and result are null then).</summary>
         public abstract void End(object token, object? args, object? result, long timestamp, bool failed);
+
+        /// <summary>Whether the observer wants the gradients w.r.t. the outputs of the modules it <see cref="Wants"/> (the backward concern then wraps them).</summary>
+        public virtual bool CapturesGradients => false;
+
+        /// <summary>The gradients w.r.t. the outputs of a call of <paramref name="node"/>'s module reached it in backward (null: None).</summary>
+        public virtual void Gradients(HookPoint node, int callIndex, Tensor?[] gradOutputs) { }
     }
 
     /// <summary>

@@ -114,3 +114,35 @@ namespace TorchHooks.Tests.Tracing
         }
     }
 }
+
+namespace TorchHooks.Tests.Tracing
+{
+    /// <summary>Gradients in the activation cache (CacheOptions.Gradients, TransformerLens' incl_bwd).</summary>
+    public class CacheGradientTests
+    {
+        [Test(Description = "TransformerLens run_with_cache(incl_bwd=True): the gradient w.r.t. each selected module's output is cached as 'path:grad', per call, owned by the cache")]
+        public void GradientsAreCached()
+        {
+            var net = new TraceNet();
+            var model = net.WithHooks();
+            using var x = randn(5, 3);   // needs no grad: body.lin has no input node, its output gradient is still cached
+            using var cache = model.CacheActivations(new CacheOptions { Paths = new[] { "body.lin", "shared", "head" }, Gradients = true });
+            using (var y = model.call(x))
+            using (var loss = y.sum())
+                loss.backward();
+            cache.Stop();
+            Assert.That(cache.Keys, Is.EquivalentTo(new[] { "body.lin", "shared", "shared#1", "head", "head:grad", "shared:grad#1", "shared:grad", "body.lin:grad" }));
+            Assert.That(cache["head:grad"].allclose(ones(5, 2)), "d sum(y) / d y is ones");
+            // shared's second output h3 feeds head through tanh: d loss / d h3 = (1 - tanh(h3)^2) * (ones @ W_head).
+            using (no_grad())
+            {
+                var h3 = cache["shared#1"];   // owned by the cache
+                using var expected = (1 - tanh(h3).pow(2)) * ones(5, 2).matmul(net.head.weight!);
+                Assert.That(cache["shared:grad#1"].allclose(expected, rtol: 1e-5, atol: 1e-6));
+            }
+            Assert.That(cache["body.lin:grad"].shape, Is.EqualTo(new long[] { 5, 4 }));
+            Assert.That(cache.Of("head").Single(e => e.Kind == ActivationKind.Gradient).Key, Is.EqualTo("head:grad"));
+            Assert.That((TorchHooks.CallPath.ConcernsActiveEverywhere & (1 << BackwardHooksConcern.Instance.Slot)) == 0, "a stopped cache switches the wrapping off");
+        }
+    }
+}
