@@ -18,6 +18,11 @@ namespace TorchHooks.Benchmarks
     ///   ... -- --resnet-probe [rounds]
     ///       resnet18 and the Linear of suite 5a in float32, per-call autocast, one region, bf16 weights: medians of
     ///       alternating rounds in one process (ResNetProbe.cs).
+    ///   ... -- --tracing-paired [--rounds N] [--no-python]
+    ///       Suite 6, tracing: tracer, OpenTelemetry spans, activation cache and (in the same run, alternating rounds)
+    ///       torch.profiler through benchmarks/pytorch_hook_cost.py --serve-profiler (TracingPaired.cs).
+    ///   ... -- --tracing-probe
+    ///       What each sub-step of recording a module call costs (TracingProbe.cs).
     ///   ... -- --filter '*Dispatch*'   (or any other BenchmarkDotNet command line)
     ///       Ad hoc: BenchmarkDotNet's own switcher, in-process by default.
     /// </summary>
