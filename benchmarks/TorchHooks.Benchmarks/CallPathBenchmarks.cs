@@ -16,7 +16,7 @@ namespace TorchHooks.Benchmarks
     public class DispatchBenchmarks
     {
         private Sequential _plain = null!;     // never wrapped: TorchSharp's call with empty hook dictionaries
-        private Sequential _wrapped = null!;   // wrapped once: TorchHooks' dispatcher hooks stay installed on it
+        private Sequential _wrapped = null!;   // wrapped once, nothing registered: TorchSharp's bare path (issue 12)
         private HookedModule<Tensor, Tensor> _facade = null!;
         private Tensor _x = null!;
 

@@ -53,7 +53,15 @@ namespace TorchHooks.Benchmarks
                 _handles.Add(pre ? ModuleHooks.register_module_forward_pre_hook(s_pre) : ModuleHooks.register_module_forward_hook(s_post));
         }
 
+        /// <summary>The tree armed (a hook registered on the root and removed): the dispatchers are on every module, nothing runs.</summary>
+        private void Armed()
+        {
+            Setup();
+            _facade[""].register_forward_hook(s_post).Dispose();
+        }
+
         [GlobalSetup(Target = nameof(NoHooks))] public void SetupNone() => Setup();
+        [GlobalSetup(Target = nameof(ArmedNoHooks))] public void SetupArmed() => Armed();
         [GlobalSetup(Target = nameof(Pre1))] public void SetupPre1() => Local(pre: true, 1);
         [GlobalSetup(Target = nameof(Pre8))] public void SetupPre8() => Local(pre: true, 8);
         [GlobalSetup(Target = nameof(Post1))] public void SetupPost1() => Local(pre: false, 1);
@@ -75,6 +83,9 @@ namespace TorchHooks.Benchmarks
 
         [Benchmark(Baseline = true, Description = "Facade, no hooks"), ModuleCalls(9), HooksPerCall("none", 0)]
         public void NoHooks() => Forward(_facade);
+
+        [Benchmark(Description = "Facade, armed tree, no hooks (a hook was added and removed)"), ModuleCalls(9), HooksPerCall("none", 0)]
+        public void ArmedNoHooks() => Forward(_facade);
 
         [Benchmark(Description = "1 pre-hook per module"), ModuleCalls(9), HooksPerCall("local pre", 1)]
         public void Pre1() => Forward(_facade);

@@ -18,6 +18,8 @@ namespace TorchHooks.Benchmarks
     ///   ... -- --resnet-probe [rounds]
     ///       resnet18 and the Linear of suite 5a in float32, per-call autocast, one region, bf16 weights: medians of
     ///       alternating rounds in one process (ResNetProbe.cs).
+    ///   ... -- --hook-probe [rounds]
+    ///       Suite 1b/3b's cases by Stopwatch in alternating rounds, for trying a call-path change in seconds (HookProbe.cs).
     ///   ... -- --tracing-paired [--rounds N] [--no-python]
     ///       Suite 6, tracing: tracer, OpenTelemetry spans, activation cache and (in the same run, alternating rounds)
     ///       torch.profiler through benchmarks/pytorch_hook_cost.py --serve-profiler (TracingPaired.cs).
@@ -30,6 +32,8 @@ namespace TorchHooks.Benchmarks
     {
         public static int Main(string[] args)
         {
+            if (args.Contains("--hook-probe"))
+                return HookProbe.Run(args);
             if (args.Contains("--wrap-probe"))
                 return WrapProbe.Run();
             if (args.Contains("--backward-probe"))

@@ -108,8 +108,8 @@ namespace TorchHooks.Benchmarks
                 "parameters frozen (no autograd graph), one intra-op thread (`torch.set_num_threads(1)`): with tensors this small " +
                 "libtorch's thread pool has nothing to split and would only add wake-up jitter, so a dispatch-bound workload is measured on one " +
                 "thread (PyTorch's reference numbers were taken the same way). The baseline is a **separate, never-wrapped** copy of the model: " +
-                "once a model is wrapped, TorchHooks' dispatcher hooks stay installed on its modules, so its own `call` is no longer TorchSharp's " +
-                "bare path (that is the third case). Every body disposes its output.",
+                "a wrapped model with nothing registered keeps TorchSharp's bare path (the third case checks that), but once something is registered " +
+                "TorchHooks' dispatchers stay on its modules. Every body disposes its output.",
             "ChainDispatch" =>
                 "Suite 1 on a model that does nothing but the call path: a custom `Chain` module calling 8 managed pass-through " +
                 "children (`forward(x) => x`) through `call` — 9 module calls, no native work, no allocation, one thread. Here nanosecond " +
@@ -174,8 +174,13 @@ namespace TorchHooks.Benchmarks
                     goals.Add(new Goal(id, $"facade, no hooks, {model}: extra time per module call{(chain ? "" : " (direct)")}", "≤ 30 ns", Ns(extra), Judge(extra <= 30, diffs)));
                     goals.Add(new Goal(id, $"facade, no hooks, {model}: extra allocation per forward", "0 B", $"{Signed(dAlloc)} B", allocState));
                     if (chain)
+                    {
                         goals.Add(new Goal(id, "wrapped model's own call, no hooks: extra per module call (issue 12: nothing registered, nothing paid)", "≤ 2 ns", Ns(extraW),
-                            Judge(extraW <= 2, run.PairedValues("WrappedModelCall", b.Method, (x, y) => x - y))));
+                            Judge(extraW <= 2, run.PairedValues("WrappedModelCall", b.Method, (x, y) => (x - y) / calls - 2))));   // the sign test against the target
+                        double oneCall = b.Median / calls;
+                        goals.Add(new Goal(id, $"facade's bracket per forward, nothing registered (issue 12: ≤ one TorchSharp module call, {Fmt(oneCall)} here)", $"≤ {Fmt(oneCall)}", Signed(bracket),
+                            Judge(bracket <= oneCall, run.PairedValues("FacadeCall", "WrappedModelCall", (f, w) => f - w - oneCall))));
+                    }
                     t.AppendLine(chain
                         ? $"TorchSharp's own `call` of a do-nothing module costs {Fmt(b.Median / calls)} per module call (it enumerates four empty hook dictionaries and calls `forward`)."
                         : $"One module call costs {Fmt(b.Median / calls)} in TorchSharp itself here (a native `addmm` or `relu` on a 1×8 tensor plus a managed " +
@@ -188,10 +193,9 @@ namespace TorchHooks.Benchmarks
                                  "(one more `Module.call` + `forward` on the facade itself and `FacadeCall.Begin/End`, a thread-static read) is the rest: " +
                                  $"{Signed(bracket)} per forward.");
                     if (chain)
-                        t.AppendLine("- Where it goes: once wrapped, TorchSharp's `call` of each module finds one entry in its pre-hook and one in its " +
-                                     "post-hook dictionary (TorchHooks' dispatcher lambdas) instead of none, so it enumerates two non-empty dictionaries " +
-                                     "and makes two delegate calls, each forwarding through `HookPoint.Pre/Post` into `CallPath.BeforeForward` (two volatile " +
-                                     "reads: the module's and the global \"any hook?\" flag) and `CallPath.AfterForward` (a thread-static read and a count check).");
+                        t.AppendLine("- Where it goes: nowhere, per module call, while nothing is registered: wrapping creates hook points only, and " +
+                                     "TorchHooks' dispatchers go into TorchSharp's hook dictionaries of a tree's modules when something is registered on one " +
+                                     "of them (suite 3b shows that arming cost). The facade's bracket is paid once per forward.");
                     if (!chain)
                     {
                         var cd = all.FirstOrDefault(r => r.Suite.Key == "ChainDispatch" && r.Ok);
@@ -240,24 +244,33 @@ namespace TorchHooks.Benchmarks
                     if (chain) py = null;
                     int calls = 9;
                     bool withPy = py?.Json != null;
-                    t.AppendLine("| Hook kind | first hook: extra per module call | each further hook, per module call | goal ≤ 20 ns | allocated per further hook |" +
+                    // Since issue 12 the dispatchers go on a tree only when something is registered on it, so the first hook
+                    // costs two parts: arming the tree (every module call of it, hooked or not) and the call path's own work
+                    // for the hooked module — the latter is the figure issue 12's goal and earlier runs measured.
+                    bool armedRow = run.Rows.Any(r => r.Method == "ArmedNoHooks");
+                    double armed = armedRow ? run.Delta("ArmedNoHooks", calls) : 0;
+                    if (armedRow)
+                        t.AppendLine($"Arming the tree (the dispatchers on every module once something is registered on one): {Signed(armed)} per module call. " +
+                                     "\"First hook\" below is over the armed tree (the call path's own work); over a tree with nothing registered add the arming.\n");
+                    t.AppendLine("| Hook kind | first hook: extra per module call | over nothing registered | each further hook, per module call | goal ≤ 20 ns | allocated per further hook |" +
                                  (withPy ? $" PyTorch {py!.Version}: first hook | PyTorch: each further hook |" : ""));
-                    t.AppendLine("|---|---:|---:|---|---:|" + (withPy ? "---:|---:|" : ""));
+                    t.AppendLine("|---|---:|---:|---:|---|---:|" + (withPy ? "---:|---:|" : ""));
                     var misses = new List<string>();
                     foreach (var (kind, one, eight) in new[] { ("local pre", "Pre1", "Pre8"), ("local forward", "Post1", "Post8"),
                                                               ("global pre", "GlobalPre1", "GlobalPre8"), ("global forward", "GlobalPost1", "GlobalPost8") })
                     {
-                        double first = run.Delta(one, calls);
+                        double total = run.Delta(one, calls);
+                        double first = armedRow ? run.Paired(one, "ArmedNoHooks", (x, y) => (x - y) / calls) : total;
                         var perRounds = run.PairedValues(eight, one, (x8, x1) => (x8 - x1) / (7.0 * calls));
                         double per = Stat.Median(perRounds);
                         double allocPer = ((run[eight].Alloc ?? 0) - (run[one].Alloc ?? 0)) / (7.0 * calls);
                         var state = Judge(per <= 20, perRounds);
                         if (state == Verdict3.Missed) misses.Add(kind);
                         if (chain)
-                            goals.Add(new Goal(id, $"{kind} hook, call path alone: first hook per module call (issue 12)", "≤ 20 ns", Ns(first),
-                                Judge(first <= 20, run.PairedValues(one, run.Base.Method, (x, y) => x - y))));
+                            goals.Add(new Goal(id, $"{kind} hook, call path alone: first hook per module call, over the armed tree (issue 12)", "≤ 20 ns", Ns(first),
+                                Judge(first <= 20, armedRow ? run.PairedValues(one, "ArmedNoHooks", (x, y) => (x - y) / calls) : run.PairedValues(one, run.Base.Method, (x, y) => (x - y) / calls))));
                         goals.Add(new Goal(id, $"{kind} hook, {(chain ? "call path alone" : "tiny MLP")}: per further hook per module call", "≤ 20 ns", Ns(per), state));
-                        t.Append($"| {kind} | {Signed(first)} | {Ns(per)} | {Word(state)} | {(Math.Abs(allocPer) < 0.5 ? "0" : allocPer.ToString("0.#", Inv))} B |");
+                        t.Append($"| {kind} | {Signed(first)} | {Signed(total)} | {Ns(per)} | {Word(state)} | {(Math.Abs(allocPer) < 0.5 ? "0" : allocPer.ToString("0.#", Inv))} B |");
                         if (withPy) t.Append($" {Signed(py!.FirstHook(kind))} | {Ns(py.PerHook(kind))} |");
                         t.AppendLine();
                     }
@@ -296,12 +309,12 @@ namespace TorchHooks.Benchmarks
                     int n = Models.DeepModelModules;
                     t.AppendLine($"**`WithHooks()` on a fresh 201-module model: {Fmt(w.Median)} ({Fmt(w.Median / n)} per module, " +
                                  $"{(w.Alloc ?? 0) / (double)n:0} B allocated per module), {run.Ratio("WithHooks"):0.00}× the time it takes to build the model.** " +
-                                 "Goal (issue 12): ≤ 1 µs per module. Per module it walks `named_modules()`, calls the installer of the module's type (a " +
-                                 "delegate bound by reflection once per closed type), allocates a `HookPoint` with its two hook lists, registers two TorchSharp " +
-                                 "hooks and adds a `ConditionalWeakTable` entry. TorchSharp keys each hook by `Guid.NewGuid().ToString()`; `--wrap-probe` " +
-                                 "measures that Guid string alone at ~1.4–1.6 µs on this VM (a `getrandom` system call each), so the two registrations cost " +
-                                 "~3 µs of the figure above and the goal needs the dispatchers installed only on modules that have something registered " +
-                                 "(issue 12's \"nothing registered, nothing paid\", not done yet).");
+                                 "Goal (issue 12): ≤ 1 µs per module. Per module it checks the model is not disposed (its parameters and buffers, through " +
+                                 "compiled accessors), walks TorchSharp's `named_modules()` (about a third of the time), calls the hook-point creator of the " +
+                                 "module's type (a delegate bound by reflection once per closed type), allocates a `HookPoint` (hook lists only on first " +
+                                 "registration) and adds a `ConditionalWeakTable` entry. No TorchSharp hook is registered: the dispatchers are attached when " +
+                                 "something is registered on the tree (suite 3b's arming), copy-on-write under TorchHooks' own key, so TorchSharp's " +
+                                 "`Guid.NewGuid().ToString()` key per hook (~1.5 µs each, a `getrandom` system call; `--wrap-probe`) is never paid.");
                     goals.Add(new Goal("4", "WithHooks() per module", "≤ 1 µs", Fmt(w.Median / n), w.Median / n <= 1000));
                     break;
                 }

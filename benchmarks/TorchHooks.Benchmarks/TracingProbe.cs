@@ -27,7 +27,7 @@ namespace TorchHooks.Benchmarks
             var gate = new object();
             var list = new List<object>();
             long sink = 0;
-            var frame = new CallFrame { Node = node, Module = lin, CallIndex = 0 };
+            var frame = new CallFrame { Node = node, CallIndex = 0 };
             using var y = ((TorchSharp.Modules.Linear)lin).call(x);
             var withTensors = ModuleTracer.Start(new TraceOptions { MaxCalls = int.MaxValue });
             withTensors.Stop();

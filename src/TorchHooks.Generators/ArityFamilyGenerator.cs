@@ -110,7 +110,7 @@ namespace TorchHooks.Generators
                 {
                     _core = new(inner);
                     // Runs first in TorchSharp's call (before any typed pre-hook): tells forward it was reached through call.
-                    module_pre_hooks.Add(FacadeEntry.Key, FacadeEntry.Mark);
+                    module_pre_hooks.Add(FacadeEntry.Key, static m => FacadeEntry.Mark(m));   // a lambda: no shuffle thunk per call, as a static method group would have
                 }
 
                 /// <summary>The wrapped model, unchanged.</summary>
@@ -135,9 +135,10 @@ namespace TorchHooks.Generators
                 /// <exception cref="ObjectDisposedException">The facade or the wrapped model was disposed.</exception>
                 public override TResult forward({{a.Parameters}})
                 {
-                    bool viaCall = FacadeEntry.Take(this);
-                    _core.CheckAlive(_disposed);
-                    var call = FacadeCall.Begin(_core.Inner);
+                    var stack = CallStack.Current;
+                    bool viaCall = FacadeEntry.Take(stack, this);
+                    FacadeChecks.CheckAlive(_core.Inner, _disposed);
+                    var call = FacadeCall.Begin(stack, _core.Inner);
                     Exception? failure = null;
                     try { return viaCall ? _core.Inner.call({{a.Inputs}}) : _core.Inner.forward({{a.Inputs}}); }
                     // Never entered: notes the exception as it passes (no catch and rethrow, which would pile every nesting
@@ -301,14 +302,17 @@ namespace TorchHooks.Generators
             """;
 
         private static string Installer(Arity a) => $$"""
-                private static HookPoint Install{{a.N}}<{{a.Types}}, TResult>(nn.Module module, string path, string signature)
+                private static HookPoint Create{{a.N}}<{{a.Types}}, TResult>(nn.Module module, string path, string signature, Action<HookPoint> attach)
+                    => new HookPointOf<{{a.InputType}}, TResult>(module, path, signature, attach);
+
+                private static void Attach{{a.N}}<{{a.Types}}, TResult>(HookPoint point)
                 {
-                    var m = ({{a.Module}})module;
-                    var p = new HookPointOf<{{a.InputType}}, TResult>(m, path, signature);
-                    m.register_forward_pre_hook((mod, {{a.Inputs}}) => p.IsActive || CallPath.ActiveEverywhere || CallStack.HasFrames ? p.Pre(mod, {{a.InputValue}}) : {{a.InputValue}});
-                    m.register_forward_hook((mod, {{a.Inputs}}, y) => CallStack.HasFrames ? p.Post(mod, {{a.InputValue}}, y) : y);
-                    return p;
+                    var p = (HookPointOf<{{a.InputType}}, TResult>)point;
+                    HookDictionaries.Attach<Func<{{a.Module}}, {{a.Types}}, {{(a.N == 1 ? "T" : a.InputType + "?")}}>, Func<{{a.Module}}, {{a.Types}}, TResult, TResult>>(p.Module,
+                        (mod, {{a.Inputs}}) => p.IsActive || CallPath.ActiveEverywhere || CallStack.HasFrames ? p.Pre(mod, {{a.InputValue}}) : {{a.InputValue}},
+                        (mod, {{a.Inputs}}, y) => CallStack.Frames is { } stack ? p.Post(stack, mod, {{a.InputValue}}, y) : y);
                 }
+
             """;
 
         private static string Registration(Arity a) => $$"""

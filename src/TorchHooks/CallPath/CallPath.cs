@@ -66,6 +66,7 @@ namespace TorchHooks
                 foreach (var c in Concerns)
                     if (c.Concern.IsActiveEverywhere) mask |= 1 << c.Concern.Slot;
                 s_activeEverywhere = mask;
+                Dispatchers.ArmEverywhere(mask != 0);   // dispatchers on every wrapped module while something is active everywhere
             }
         }
 
@@ -101,42 +102,40 @@ namespace TorchHooks
         public static TArgs BeforeForward(HookPointOf<TArgs, TResult> node, torch.nn.Module module, TArgs args)
         {
             var stack = CallStack.CurrentOrNull;
+            var here = CallStack.Mark();
             // Calls that threw and were caught (inside a parent's forward, or around a direct call) are finished
             // first: their always_call hooks run and their precision regions close before this module runs.
-            if (stack is { Count: > 0 }) stack.FinishAbandoned(CallStack.Mark());
+            if (stack is { Count: > 0 }) stack.FinishAbandoned(here);
 
             // Fast path: no concern active for this module and none everywhere (the dispatcher checks this inline too).
-            if (!node.IsActive && !CallPath.ActiveEverywhere) return args;
+            int active = node.ActiveConcerns | CallPath.ConcernsActiveEverywhere;
+            if (active == 0) return args;
 
             stack ??= CallStack.Current;
             if (stack.Count >= ThreadState.MaxCallDepth) throw TooDeep(node, stack.Count);
-            if (!RuntimeHelpers.TryEnsureSufficientExecutionStack()) throw StackLow(node, stack.Count);
+            // Every 8th nesting level: 8 levels cannot use up the margin this check leaves (64 KB or more).
+            if ((stack.Count & 7) == 7 && !RuntimeHelpers.TryEnsureSufficientExecutionStack()) throw StackLow(node, stack.Count);
 
             // Outside any facade call, the outermost hooked call starts a new pass for call indices.
             if (stack.FacadeDepth == 0 && stack.Count == 0) stack.Pass++;
 
             var frame = stack.Push();
             frame.Node = node;
-            frame.Module = module;
-            frame.StackMark = CallStack.Mark();
+            frame.StackMark = here;
             frame.CallIndex = stack.NextCallIndex(node);
             // The concerns taking part in this call, fixed when it begins: a concern switched on mid-call joins the next call.
-            int active = frame.Concerns = node.ActiveConcerns | CallPath.ConcernsActiveEverywhere;
+            frame.Concerns = active;
 
-            var plan = node.Plan;
-            var steps = plan.In;
-            var bits = plan.InBits;
-            for (int i = 0; i < steps.Length; i++)
-                if ((active & bits[i]) != 0) steps[i].In(frame, ref args);
+            var steps = node.Plan.In(active);
+            for (int i = 0; i < steps.Length; i++) steps[i].In(frame, ref args);
             return args;
         }
 
-        /// <summary>The way out (the dispatcher's TorchSharp post-hook).</summary>
-        public static TResult AfterForward(HookPointOf<TArgs, TResult> node, torch.nn.Module module, TArgs args, TResult result)
+        /// <summary>The way out (the dispatcher's TorchSharp post-hook), when calls are under way on the thread (<paramref name="stack"/>).</summary>
+        public static TResult AfterForward(HookPointOf<TArgs, TResult> node, CallStack stack, torch.nn.Module module, TArgs args, TResult result)
         {
-            var stack = CallStack.CurrentOrNull;
-            if (stack is null || stack.Count == 0) return result;          // fast path
-            int index = stack.Find(node, module);
+            // (The dispatcher comes here only while frames are open on the thread: CallStack.Frames.)
+            int index = stack.Find(node);
             if (index < 0)                                                 // this call took the fast path:
             {
                 stack.FinishAbandoned(CallStack.Mark());                   // calls left open inside it threw, and were caught
@@ -146,12 +145,8 @@ namespace TorchHooks
             if (index < stack.Count - 1) FinishAbandonedCalls(stack, index + 1); // children that threw, caught in our forward
             var frame = stack[index];
 
-            var plan = node.Plan;
-            var steps = plan.Out;
-            var bits = plan.OutBits;
-            int active = frame.Concerns;
-            for (int i = 0; i < steps.Length; i++)
-                if ((active & bits[i]) != 0) steps[i].Out(frame, ref args, ref result);
+            var steps = node.Plan.Out(frame.Concerns);
+            for (int i = 0; i < steps.Length; i++) steps[i].Out(frame, ref args, ref result);
 
             stack.Pop();
             if (stack.Count == 0 && stack.FacadeDepth == 0) stack.EndPass();
@@ -161,13 +156,9 @@ namespace TorchHooks
         /// <summary>The call failed: every concern's failure step, in way-out order.</summary>
         public static void FinishFailedCall(HookPointOf<TArgs, TResult> node, CallFrame frame, List<Exception> suppressed)
         {
-            var plan = node.Plan;
-            var steps = plan.Out;
-            var bits = plan.OutBits;
-            int active = frame.Concerns;
+            var steps = node.Plan.Out(frame.Concerns);
             for (int i = 0; i < steps.Length; i++)
             {
-                if ((active & bits[i]) == 0) continue;
                 try { steps[i].Failed(frame, suppressed); }
                 catch (Exception e) { suppressed.Add(e); }
             }
@@ -192,18 +183,33 @@ namespace TorchHooks
     }
 
     /// <summary>
-    /// The concerns' steps for one signature, in way-in and way-out order, each with its concern's bit. Every
-    /// node of that signature holds it (<see cref="HookPointOf{TArgs,TResult}.Plan"/>), so the call path reads
-    /// it through an instance field rather than a static field of a shared generic class (a helper call each).
+    /// The concerns' steps for one signature, in way-in and way-out order, for each set of active concerns (a mask
+    /// of <see cref="CallConcern.Slot"/> bits; built on first use), so a call runs exactly its active steps. Every
+    /// node of that signature holds it (<see cref="HookPointOf{TArgs,TResult}.Plan"/>), so the call path reads it
+    /// through an instance field rather than a static field of a shared generic class (a helper call each).
     /// </summary>
     internal sealed class CallPlan<TArgs, TResult>
     {
         public static readonly CallPlan<TArgs, TResult> Instance = new();
 
-        public readonly CallSteps<TArgs, TResult>[] In = Array.ConvertAll(CallPath.InOrder, c => c.Steps<TArgs, TResult>());
-        public readonly int[] InBits = Array.ConvertAll(CallPath.InOrder, c => 1 << c.Slot);
-        public readonly CallSteps<TArgs, TResult>[] Out = Array.ConvertAll(CallPath.OutOrder, c => c.Steps<TArgs, TResult>());
-        public readonly int[] OutBits = Array.ConvertAll(CallPath.OutOrder, c => 1 << c.Slot);
+        private readonly CallSteps<TArgs, TResult>[] _in = Array.ConvertAll(CallPath.InOrder, c => c.Steps<TArgs, TResult>());
+        private readonly CallSteps<TArgs, TResult>[] _out = Array.ConvertAll(CallPath.OutOrder, c => c.Steps<TArgs, TResult>());
+        private readonly CallSteps<TArgs, TResult>[]?[] _inByMask = new CallSteps<TArgs, TResult>[]?[1 << CallPath.Concerns.Length];
+        private readonly CallSteps<TArgs, TResult>[]?[] _outByMask = new CallSteps<TArgs, TResult>[]?[1 << CallPath.Concerns.Length];
+
+        /// <summary>The way-in steps of the concerns in <paramref name="mask"/>, in order.</summary>
+        public CallSteps<TArgs, TResult>[] In(int mask) => _inByMask[mask] ?? (_inByMask[mask] = Select(_in, CallPath.InOrder, mask));
+
+        /// <summary>The way-out (and failure) steps of the concerns in <paramref name="mask"/>, in order.</summary>
+        public CallSteps<TArgs, TResult>[] Out(int mask) => _outByMask[mask] ?? (_outByMask[mask] = Select(_out, CallPath.OutOrder, mask));
+
+        private static CallSteps<TArgs, TResult>[] Select(CallSteps<TArgs, TResult>[] steps, CallConcern[] order, int mask)
+        {
+            var selected = new List<CallSteps<TArgs, TResult>>();
+            for (int i = 0; i < steps.Length; i++)
+                if ((mask & (1 << order[i].Slot)) != 0) selected.Add(steps[i]);
+            return selected.ToArray();
+        }
     }
 
     /// <summary>How exceptions thrown by always_call hooks during a failure are reported (PyTorch warns).</summary>

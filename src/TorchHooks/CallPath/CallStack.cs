@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using TorchSharp;
@@ -14,7 +15,8 @@ namespace TorchHooks
     internal sealed class CallFrame
     {
         public HookPoint Node = null!;
-        public torch.nn.Module Module = null!;
+        /// <summary>The module called (a node belongs to one module, so this is <c>Node.Module</c>).</summary>
+        public torch.nn.Module Module => Node.Module;
         public int CallIndex;
         /// <summary>Where the machine stack was when the call began (<see cref="CallStack.Mark"/>): calls nested in it are deeper.</summary>
         public nuint StackMark;
@@ -28,12 +30,19 @@ namespace TorchHooks
         /// calls and cleared when the frame is popped. Typical use (non-generic, so it inlines):
         /// <c>var state = Unsafe.As&lt;State&gt;(frame.State(Instance.Slot) ??= new State());</c>
         /// </summary>
-        public ref CallState? State(int slot) => ref _states[slot];
+        public ref CallState? State(int slot)
+        {
+            // Not `ref _states[slot]`: a ref into an array of a class type costs a covariance check per access.
+            Debug.Assert((uint)slot < (uint)_states.Length);
+            return ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_states), slot);
+        }
 
         public void Clear()
         {
-            Node = null!; Module = null!; CallIndex = 0; Concerns = 0; StackMark = 0;
-            foreach (var state in _states) state?.Clear();
+            // Only the concerns that took part in this call have state to forget.
+            for (int bits = Concerns, slot = 0; bits != 0; bits >>= 1, slot++)
+                if ((bits & 1) != 0) _states[slot]?.Clear();
+            Node = null!; CallIndex = 0; Concerns = 0; StackMark = 0;
         }
     }
 
@@ -54,11 +63,14 @@ namespace TorchHooks
         [ThreadStatic] private static CallStack? t_current;
         private CallFrame[] _frames = new CallFrame[16];
         private int _count;
-        private Dictionary<HookPoint, int>? _callCounts;
-        private long _callCountsPass = -1;
+        // Call counts of the current pass, by HookPoint.Id: a count is valid while its stamp equals Pass (no clearing).
+        private int[] _callCounts = Array.Empty<int>();
+        private long[] _callCountStamps = Array.Empty<long>();
 
         /// <summary>Identifies the current outermost call on this thread (for call indices).</summary>
         public long Pass;
+        /// <summary>The facade whose <c>call</c> is about to run its <c>forward</c> on this thread (<see cref="FacadeEntry"/>).</summary>
+        public torch.nn.Module? EnteredFacade;
         /// <summary>How many facade calls are under way on this thread.</summary>
         public int FacadeDepth;
         /// <summary>The latest value a hook put in place of an input or output during the current facade call (for error messages).</summary>
@@ -67,8 +79,11 @@ namespace TorchHooks
         public static CallStack Current => t_current ??= new CallStack();
         public static CallStack? CurrentOrNull => t_current;
 
-        /// <summary>Whether any hooked call is under way on this thread (the post-hook fast path).</summary>
+        /// <summary>Whether any hooked call is under way on this thread (the pre-hook fast path).</summary>
         public static bool HasFrames => t_current is { _count: > 0 };
+
+        /// <summary>This thread's stack when a hooked call is under way on it, else null (the post-hook fast path).</summary>
+        public static CallStack? Frames => t_current is { _count: > 0 } stack ? stack : null;
 
         public int Count => _count;
         public CallFrame this[int i] => _frames[i];
@@ -94,28 +109,52 @@ namespace TorchHooks
         /// </summary>
         public int NextCallIndex(HookPoint node)
         {
-            var counts = _callCounts ??= new Dictionary<HookPoint, int>(ReferenceEqualityComparer.Instance);
-            if (_callCountsPass != Pass) { counts.Clear(); _callCountsPass = Pass; }
-            ref int count = ref CollectionsMarshal.GetValueRefOrAddDefault(counts, node, out _);
-            return count++;
+            int id = node.Id;
+            if ((uint)id >= (uint)_callCounts.Length && !GrowCallCounts(id)) return NextCallIndexByNode(node);
+            ref long stamp = ref _callCountStamps[id];
+            if (stamp != Pass) { stamp = Pass; _callCounts[id] = 0; }
+            return _callCounts[id]++;
         }
 
-        /// <summary>The outermost call ended: drop the pass's call counts and replacement record (nothing stays reachable).</summary>
+        /// <summary>Node ids are never reused, so the tables stop growing at this size (192 KB per thread); later nodes are counted by reference.</summary>
+        private const int MaxTableSize = 1 << 14;
+        private Dictionary<HookPoint, (long Pass, int Count)>? _overflowCounts;
+
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        private bool GrowCallCounts(int id)
+        {
+            if (id >= MaxTableSize) return false;
+            int size = Math.Max(64, _callCounts.Length);
+            while (size <= id) size *= 2;
+            int old = _callCountStamps.Length;
+            Array.Resize(ref _callCounts, size);
+            Array.Resize(ref _callCountStamps, size);
+            Array.Fill(_callCountStamps, long.MinValue, old, size - old);
+            return true;
+        }
+
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        private int NextCallIndexByNode(HookPoint node)
+        {
+            var counts = _overflowCounts ??= new Dictionary<HookPoint, (long Pass, int Count)>(ReferenceEqualityComparer.Instance);
+            ref var entry = ref CollectionsMarshal.GetValueRefOrAddDefault(counts, node, out bool exists);
+            if (!exists || entry.Pass != Pass) entry = (Pass, 0);
+            return entry.Count++;
+        }
+
+        /// <summary>The outermost call ended: the next one starts a new pass (call counts of this one lapse); drop the replacement record.</summary>
         public void EndPass()
         {
-            if (_callCounts is { Count: > 0 } counts) counts.Clear();
-            _callCountsPass = -1;
+            Pass++;
             LastReplacement = default;
+            if (_overflowCounts is { Count: > 0 } overflow) overflow.Clear();
         }
 
-        /// <summary>Index of the topmost frame of <paramref name="module"/>'s call, or -1.</summary>
-        public int Find(HookPoint node, torch.nn.Module module)
+        /// <summary>Index of the topmost frame of a call of <paramref name="node"/>'s module, or -1.</summary>
+        public int Find(HookPoint node)
         {
             for (int i = _count - 1; i >= 0; i--)
-            {
-                var f = _frames[i];
-                if (ReferenceEquals(f.Node, node) && ReferenceEquals(f.Module, module)) return i;
-            }
+                if (ReferenceEquals(_frames[i].Node, node)) return i;
             return -1;
         }
 
@@ -129,9 +168,13 @@ namespace TorchHooks
         /// <see cref="Mark"/> taken where a module call begins or ends): they began no deeper than here, so they
         /// are over — they threw and the exception was caught. Returns whether any was finished.
         /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public bool FinishAbandoned(nuint here)
+            => _count != 0 && _frames[_count - 1].StackMark <= here && FinishAbandonedSlow(here);   // else: the top call is still under way
+
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        private bool FinishAbandonedSlow(nuint here)
         {
-            if (_count == 0 || _frames[_count - 1].StackMark > here) return false;   // the top call is still under way
             int keep = _count - 1;
             while (keep > 0 && _frames[keep - 1].StackMark <= here) keep--;
             var suppressed = new List<Exception>();

@@ -19,10 +19,9 @@ namespace TorchHooks
 
         private FacadeCall(CallStack stack, int mark, bool castGate) { _stack = stack; _mark = mark; _castGate = castGate; }
 
-        /// <summary>Begins a facade call of <paramref name="root"/> (the wrapped model; its weight casts may be kept, <see cref="CastCache"/>).</summary>
-        public static FacadeCall Begin(torch.nn.Module root)
+        /// <summary>Begins a facade call of <paramref name="root"/> (the wrapped model; its weight casts may be kept, <see cref="CastCache"/>) on this thread's <paramref name="stack"/>.</summary>
+        public static FacadeCall Begin(CallStack stack, torch.nn.Module root)
         {
-            var stack = CallStack.Current;
             bool gate = false;
             if (stack.FacadeDepth++ == 0)
             {
@@ -101,14 +100,14 @@ namespace TorchHooks
     {
         public const string Key = "TorchHooks.FacadeEntry";
 
-        [ThreadStatic] private static torch.nn.Module? t_entered;
+        /// <summary>The facade's TorchSharp pre-hook: its <c>forward</c> is being reached through <c>call</c> on this thread.</summary>
+        public static void Mark(torch.nn.Module facade) => CallStack.Current.EnteredFacade = facade;
 
-        public static void Mark(torch.nn.Module facade) => t_entered = facade;
-
-        public static bool Take(torch.nn.Module facade)
+        /// <summary>Whether <paramref name="facade"/>'s <c>forward</c> was reached through <c>call</c> (takes the mark).</summary>
+        public static bool Take(CallStack stack, torch.nn.Module facade)
         {
-            if (!ReferenceEquals(t_entered, facade)) return false;
-            t_entered = null;
+            if (!ReferenceEquals(stack.EnteredFacade, facade)) return false;
+            stack.EnteredFacade = null;
             return true;
         }
     }

@@ -23,22 +23,35 @@ namespace TorchHooks
         public ModuleTree Tree { get; }
         public HookPoint Root { get; }
 
-        /// <summary>Throws <see cref="ObjectDisposedException"/> if the facade (<paramref name="facadeDisposed"/>) or the wrapped model was disposed.</summary>
-        public void CheckAlive(bool facadeDisposed)
-        {
-            if (facadeDisposed)
-                throw new ObjectDisposedException($"HookedModule({Inner.GetType().Name})",
-                    $"This facade of a {Inner.GetType().Name} was disposed. Disposing a facade leaves the model, its parameters and its hooks alone; " +
-                    "call the model itself, or model.WithHooks() for a new facade.");
-            if (ModuleState.HandleReleased(Inner))
-                throw ModuleState.Disposed(Inner, "The facade's model cannot be called");
-        }
-
         /// <summary>Registers a submodule on the wrapped model and installs hook points on it.</summary>
         public void RegisterModule(string name, torch.nn.Module submodule)
         {
             Inner.register_module(name, submodule);
             Tree.Refresh();
+        }
+    }
+
+    /// <summary>
+    /// The facade's per-call check, outside the generic <see cref="FacadeCore{TModule}"/> struct: a method of a generic
+    /// struct called from shared generic code goes through an instantiating stub on every call.
+    /// </summary>
+    internal static class FacadeChecks
+    {
+        /// <summary>Throws <see cref="ObjectDisposedException"/> if the facade (<paramref name="facadeDisposed"/>) or the wrapped model was disposed.</summary>
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+        public static void CheckAlive(torch.nn.Module inner, bool facadeDisposed)
+        {
+            if (facadeDisposed || ModuleState.HandleReleased(inner)) Throw(inner, facadeDisposed);
+        }
+
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+        private static void Throw(torch.nn.Module inner, bool facadeDisposed)
+        {
+            if (facadeDisposed)
+                throw new ObjectDisposedException($"HookedModule({inner.GetType().Name})",
+                    $"This facade of a {inner.GetType().Name} was disposed. Disposing a facade leaves the model, its parameters and its hooks alone; " +
+                    "call the model itself, or model.WithHooks() for a new facade.");
+            throw ModuleState.Disposed(inner, "The facade's model cannot be called");
         }
     }
 }

@@ -1,4 +1,6 @@
 using System;
+using System.Collections.Generic;
+using TorchSharp.Modules;
 using System.Linq.Expressions;
 using System.Reflection;
 using System.Runtime.InteropServices;
@@ -35,27 +37,47 @@ namespace TorchHooks
             if (HandleReleased(module)) return true;
             try
             {
-                // named_parameters() skips disposed tensors, so read the registrations themselves.
-                foreach (var m in System.Linq.Enumerable.Prepend(module.modules(), module))   // modules() leaves out the module itself
-                    if (HasDisposed(s_params?.GetValue(m)) || HasDisposed(s_buffers?.GetValue(m))) return true;
+                // named_parameters() skips disposed tensors, so read the registrations themselves. (A TorchSharp without
+                // these fields: only the handle is checked, and the native error surfaces on use.)
+                if (s_submodules is { } subs && s_paramValues is { } ps && s_bufferValues is { } bs)
+                    return AnyDisposed(module, subs, ps, bs, depth: 0);
             }
             catch (Exception) { return true; }   // the tree cannot even be walked
             return false;
         }
 
-        private static readonly FieldInfo? s_params = typeof(torch.nn.Module).GetField("_internal_params", BindingFlags.Instance | BindingFlags.NonPublic);
-        private static readonly FieldInfo? s_buffers = typeof(torch.nn.Module).GetField("_internal_buffers", BindingFlags.Instance | BindingFlags.NonPublic);
-
-        /// <summary>An OrderedDict&lt;string, Parameter&gt; or OrderedDict&lt;string, (Tensor, bool)&gt; (read through Values: its non-generic enumerator throws).</summary>
-        private static bool HasDisposed(object? registrations)
+        /// <summary>The registrations read through compiled accessors, recursively (reflection per module made wrapping slow).</summary>
+        private static bool AnyDisposed(torch.nn.Module module, Func<torch.nn.Module, ICollection<torch.nn.Module>?> subs,
+            Func<torch.nn.Module, ICollection<Parameter>?> ps, Func<torch.nn.Module, ICollection<(torch.Tensor, bool)>?> bs, int depth)
         {
-            if (registrations?.GetType().GetProperty("Values")?.GetValue(registrations) is not System.Collections.IEnumerable values) return false;
-            foreach (var item in values)
-            {
-                var value = item is System.Runtime.CompilerServices.ITuple tuple ? tuple[0] : item;
-                if (value is torch.Tensor { IsInvalid: true }) return true;
-            }
+            if (depth > 10_000) throw new InvalidOperationException("The module tree is a cycle.");
+            if (ps(module) is { } parameters)
+                foreach (var p in parameters) if (p is { IsInvalid: true }) return true;
+            if (bs(module) is { } buffers)
+                foreach (var (b, _) in buffers) if (b is { IsInvalid: true }) return true;
+            if (subs(module) is { } children)
+                foreach (var child in children) if (child is not null && AnyDisposed(child, subs, ps, bs, depth + 1)) return true;
             return false;
+        }
+
+        private static readonly Func<torch.nn.Module, ICollection<torch.nn.Module>?>? s_submodules = Values<torch.nn.Module>("_internal_submodules");
+        private static readonly Func<torch.nn.Module, ICollection<Parameter>?>? s_paramValues = Values<Parameter>("_internal_params");
+        private static readonly Func<torch.nn.Module, ICollection<(torch.Tensor, bool)>?>? s_bufferValues = Values<(torch.Tensor, bool)>("_internal_buffers");
+
+        /// <summary><c>m =&gt; m.{field}?.Values</c> compiled, for a TorchSharp registration dictionary; null if TorchSharp has no such field.</summary>
+        private static Func<torch.nn.Module, ICollection<T>?>? Values<T>(string name)
+        {
+            var field = typeof(torch.nn.Module).GetField(name, BindingFlags.Instance | BindingFlags.NonPublic);
+            var values = field?.FieldType.GetProperty("Values");
+            if (field is null || values is null || !typeof(ICollection<T>).IsAssignableFrom(values.PropertyType)) return null;
+            var m = Expression.Parameter(typeof(torch.nn.Module), "m");
+            var dict = Expression.Variable(field.FieldType, "d");
+            var body = Expression.Block(new[] { dict },
+                Expression.Assign(dict, Expression.Field(m, field)),
+                Expression.Condition(Expression.Equal(dict, Expression.Constant(null, field.FieldType)),
+                    Expression.Constant(null, typeof(ICollection<T>)),
+                    Expression.Convert(Expression.Property(dict, values), typeof(ICollection<T>))));
+            return Expression.Lambda<Func<torch.nn.Module, ICollection<T>?>>(body, m).Compile();
         }
 
         public static ObjectDisposedException Disposed(torch.nn.Module module, string what, Exception? inner = null)

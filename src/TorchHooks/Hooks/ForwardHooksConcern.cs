@@ -18,7 +18,7 @@ namespace TorchHooks
     {
         public static readonly ForwardHooksConcern Instance = new();
 
-        public override bool IsActiveFor(HookPoint node) => node.ForwardPre.Count > 0 || node.Forward.Count > 0;
+        public override bool IsActiveFor(HookPoint node) => node.ForwardPreSnapshot.Length > 0 || node.ForwardSnapshot.Length > 0;
 
         public override bool IsActiveEverywhere => ModuleHooks.ForwardPre.Count > 0 || ModuleHooks.Forward.Count > 0;
 
@@ -27,17 +27,20 @@ namespace TorchHooks
         /// <summary>Per call: the forward hooks as they were when it began, how many have started, the input after the pre-hooks.</summary>
         private sealed class State : CallState
         {
-            public HookEntry[] Global = Array.Empty<HookEntry>();
-            public HookEntry[] Local = Array.Empty<HookEntry>();
+            // Null when empty: writing null costs no GC write barrier, and most calls have no global hooks.
+            public HookEntry[]? Global;
+            public HookEntry[]? Local;
             public int Started;
             public object? Args;
 
             public override void Clear()
             {
-                Global = Local = Array.Empty<HookEntry>();
+                Global = Local = null;
                 Started = 0;
                 Args = null;
             }
+
+            public static HookEntry[]? OrNull(HookEntry[] snapshot) => snapshot.Length == 0 ? null : snapshot;
         }
 
         private sealed class Typed<TArgs, TResult> : CallSteps<TArgs, TResult>
@@ -48,37 +51,37 @@ namespace TorchHooks
                 var state = Unsafe.As<State>(frame.State(Instance.Slot) ??= new State());
                 var node = frame.Node;
                 var module = frame.Module;
-                state.Global = ModuleHooks.Forward.Snapshot;
-                state.Local = node.Forward.Snapshot;
+                state.Global = State.OrNull(ModuleHooks.Forward.Snapshot);
+                state.Local = State.OrNull(node.ForwardSnapshot);
                 state.Args = args;
 
                 var global = ModuleHooks.ForwardPre.Snapshot;
                 for (int i = 0; i < global.Length; i++)
                 {
                     if (global[i].Fn is ForwardPreHook<TArgs> hook && hook(module, args) is { } replaced)
-                        args = Replaced(frame, replaced.Value, "global forward pre-hook", i, "input");
+                        state.Args = args = Replaced(frame, replaced.Value, "global forward pre-hook", i, "input");
                 }
-                var local = node.ForwardPre.Snapshot;
+                var local = node.ForwardPreSnapshot;
                 for (int i = 0; i < local.Length; i++)
                 {
-                    if (((ForwardPreHook<TArgs>)local[i].Fn)(module, args) is { } replaced)
-                        args = Replaced(frame, replaced.Value, "forward pre-hook", i, "input");
+                    if (Unsafe.As<ForwardPreHook<TArgs>>(local[i].Fn)(module, args) is { } replaced)   // typed when registered
+                        state.Args = args = Replaced(frame, replaced.Value, "forward pre-hook", i, "input");
                 }
-                state.Args = args;
             }
 
             /// <summary>Forward hooks: global, then local. A non-null result replaces the output.</summary>
             public override void Out(CallFrame frame, ref TArgs args, ref TResult result)
             {
                 var state = Unsafe.As<State>(frame.State(Instance.Slot) ??= new State());
-                var global = state.Global;
-                var local = state.Local;
+                var global = state.Global ?? Array.Empty<HookEntry>();
+                var local = state.Local ?? Array.Empty<HookEntry>();
                 var module = frame.Module;
                 while (state.Started < global.Length + local.Length)
                 {
                     int i = state.Started++;
-                    var entry = i < global.Length ? global[i] : local[i - global.Length];
-                    if (entry.Fn is ForwardHook<TArgs, TResult> hook && hook(module, args, result) is { } replaced)
+                    // Local hooks were type-checked when registered; global ones apply to the signatures they fit.
+                    var hook = i < global.Length ? global[i].Fn as ForwardHook<TArgs, TResult> : Unsafe.As<ForwardHook<TArgs, TResult>>(local[i - global.Length].Fn);
+                    if (hook is not null && hook(module, args, result) is { } replaced)
                         result = i < global.Length
                             ? Replaced(frame, replaced.Value, "global forward hook", i, "output")
                             : Replaced(frame, replaced.Value, "forward hook", i - global.Length, "output");
@@ -113,8 +116,8 @@ namespace TorchHooks
             {
                 if (Unsafe.As<State>(frame.State(Instance.Slot)) is not { } state) return;
                 var args = state.Args is TArgs a ? a : default!;
-                var global = state.Global;
-                var local = state.Local;
+                var global = state.Global ?? Array.Empty<HookEntry>();
+                var local = state.Local ?? Array.Empty<HookEntry>();
                 while (state.Started < global.Length + local.Length)
                 {
                     int i = state.Started++;

@@ -21,7 +21,6 @@ namespace TorchHooks
     {
         private static readonly HookEntry[] s_empty = Array.Empty<HookEntry>();
         private HookEntry[] _entries = s_empty;
-        private readonly object _gate = new();
         private readonly Action _changed;
 
         public HookList(Action changed) { _changed = changed; }
@@ -35,7 +34,7 @@ namespace TorchHooks
             if (fn is null) throw new ArgumentNullException("hook", "Pass a hook delegate, e.g. (m, x) => null.");
             var entry = new HookEntry(fn, alwaysCall);
             entry.Handle = new RemovableHandle(_ => Remove(entry));
-            lock (_gate)
+            lock (this)   // internal, never handed out: its own lock
             {
                 var old = _entries;
                 var next = new HookEntry[old.Length + 1];
@@ -49,7 +48,7 @@ namespace TorchHooks
 
         private void Remove(HookEntry entry)
         {
-            lock (_gate)
+            lock (this)   // internal, never handed out: its own lock
             {
                 var old = _entries;
                 int i = Array.IndexOf(old, entry);

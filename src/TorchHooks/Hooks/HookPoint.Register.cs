@@ -1,4 +1,5 @@
 using System;
+using System.Threading;
 using System.Collections.Generic;
 using TorchSharp;
 using Tensor = TorchSharp.torch.Tensor;
@@ -10,14 +11,24 @@ namespace TorchHooks
     // The typed overloads for modules with 2–6 inputs are generated: src/TorchHooks.Generators/ArityFamilyGenerator.cs.
     public abstract partial class HookPoint
     {
-        internal readonly HookList ForwardPre;
-        internal readonly HookList Forward;
+        // Created on first registration (most modules never get a hook; wrapping stays cheap).
+        private HookList? _forwardPre;
+        private HookList? _forward;
+
+        internal HookList ForwardPre => Volatile.Read(ref _forwardPre) ?? Interlocked.CompareExchange(ref _forwardPre, new HookList(Recompute), null) ?? _forwardPre!;
+        internal HookList Forward => Volatile.Read(ref _forward) ?? Interlocked.CompareExchange(ref _forward, new HookList(Recompute), null) ?? _forward!;
+
+        /// <summary>The forward pre-hooks now (empty if none was ever registered), without creating the list.</summary>
+        internal HookEntry[] ForwardPreSnapshot => Volatile.Read(ref _forwardPre)?.Snapshot ?? Array.Empty<HookEntry>();
+
+        /// <summary>The forward hooks now (empty if none was ever registered), without creating the list.</summary>
+        internal HookEntry[] ForwardSnapshot => Volatile.Read(ref _forward)?.Snapshot ?? Array.Empty<HookEntry>();
 
         /// <summary>Number of local forward pre-hooks registered.</summary>
-        public int ForwardPreHookCount => ForwardPre.Count;
+        public int ForwardPreHookCount => ForwardPreSnapshot.Length;
 
         /// <summary>Number of local forward hooks registered.</summary>
-        public int ForwardHookCount => Forward.Count;
+        public int ForwardHookCount => ForwardSnapshot.Length;
 
         private protected abstract RemovableHandle AddPre<TArgs>(ForwardPreHook<TArgs> hook, bool prepend, string shape);
         private protected abstract RemovableHandle AddForward<TArgs, TResult>(ForwardHook<TArgs, TResult> hook, bool prepend, bool alwaysCall, string shape);

@@ -22,14 +22,19 @@ namespace TorchHooks
     {
         private volatile int _active;
 
-        private protected HookPoint(torch.nn.Module module, string path, string signature)
+        private protected HookPoint(torch.nn.Module module, string path, string signature, Action<HookPoint> attach)
         {
+            _attach = attach;
             Module = module;
             Path = path;
             Signature = signature;
-            ForwardPre = new HookList(Recompute);
-            Forward = new HookList(Recompute);
+            Id = Interlocked.Increment(ref s_nextId);
         }
+
+        private static int s_nextId = -1;
+
+        /// <summary>A number unique to this node, in creation order: indexes per-thread tables on the call path (call counts).</summary>
+        internal readonly int Id;
 
         /// <summary>The module's name in the tree it was first wrapped in, as in <c>named_modules()</c>; the root is <c>""</c>.</summary>
         public string Path { get; }
@@ -53,28 +58,65 @@ namespace TorchHooks
         /// </summary>
         internal void Recompute()
         {
-            lock (_recomputeGate) _active = CallPath.ActiveFor(this);
+            lock (s_recomputeGate) _active = CallPath.ActiveFor(this);
+            if (_active != 0) Dispatchers.Arm(this);
         }
 
-        private readonly object _recomputeGate = new();
+        // Dispatching hooks: attached on first need (Dispatchers.Arm), never removed.
+        private readonly Action<HookPoint> _attach;
+        private volatile bool _attached;
+
+        /// <summary>Whether TorchHooks' TorchSharp pre-/post-hook pair is on the module (see <see cref="Dispatchers"/>).</summary>
+        internal bool IsAttached => _attached;
+
+        /// <summary>Puts the dispatching hooks on the module, once; the caller holds <see cref="Dispatchers"/>' lock.</summary>
+        internal void AttachLocked()
+        {
+            if (_attached) return;
+            _attach(this);
+            _attached = true;
+        }
+
+        // The trees this module was wrapped in, by ModuleTree.Id (ids, not references: a shared module must not keep
+        // another model alive). Under Dispatchers' lock.
+        private int _tree = -1;
+        private List<int>? _moreTrees;
+
+        /// <summary>Records that the module belongs to the tree with id <paramref name="treeId"/>; under <see cref="Dispatchers"/>' lock.</summary>
+        internal void AddTree(int treeId)
+        {
+            if (_tree == treeId || _moreTrees?.Contains(treeId) == true) return;
+            if (_tree < 0) _tree = treeId;
+            else (_moreTrees ??= new List<int>()).Add(treeId);
+        }
+
+        /// <summary>The ids of the trees this module was wrapped in; under <see cref="Dispatchers"/>' lock.</summary>
+        internal IEnumerable<int> TreeIds()
+        {
+            if (_tree >= 0) yield return _tree;
+            if (_moreTrees is not null) foreach (var id in _moreTrees) yield return id;
+        }
+
+        // One lock for all nodes: recomputing is rare (registration), and a lock object per node made wrapping slower.
+        private static readonly object s_recomputeGate = new();
 
         internal abstract void FinishFailedCall(CallFrame frame, List<Exception> suppressed);
 
         /// <inheritdoc />
-        public override string ToString() => $"HookPoint('{Path}', {Module.GetType().Name}: {Signature}, {ForwardPre.Count} pre, {Forward.Count} forward)";
+        public override string ToString() => $"HookPoint('{Path}', {Module.GetType().Name}: {Signature}, {ForwardPreSnapshot.Length} pre, {ForwardSnapshot.Length} forward)";
     }
 
     /// <summary>The hook site of a module whose inputs are <typeparamref name="TArgs"/> (a tuple for several inputs).</summary>
     internal sealed partial class HookPointOf<TArgs, TResult> : HookPoint
     {
-        public HookPointOf(torch.nn.Module module, string path, string signature) : base(module, path, signature) { }
+        public HookPointOf(torch.nn.Module module, string path, string signature, Action<HookPoint> attach) : base(module, path, signature, attach) { }
 
         /// <summary>The concerns' steps for this signature (shared by every node of it).</summary>
         internal readonly CallPlan<TArgs, TResult> Plan = CallPlan<TArgs, TResult>.Instance;
 
         public TArgs Pre(torch.nn.Module module, TArgs args) => CallPath<TArgs, TResult>.BeforeForward(this, module, args);
 
-        public TResult Post(torch.nn.Module module, TArgs args, TResult result) => CallPath<TArgs, TResult>.AfterForward(this, module, args, result);
+        public TResult Post(CallStack stack, torch.nn.Module module, TArgs args, TResult result) => CallPath<TArgs, TResult>.AfterForward(this, stack, module, args, result);
 
         internal override void FinishFailedCall(CallFrame frame, List<Exception> suppressed) => CallPath<TArgs, TResult>.FinishFailedCall(this, frame, suppressed);
     }

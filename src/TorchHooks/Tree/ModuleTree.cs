@@ -6,20 +6,38 @@ using TorchSharp;
 namespace TorchHooks
 {
     /// <summary>
-    /// The modules of a wrapped model by path (<c>named_modules()</c> names, root <c>""</c>), with
-    /// TorchHooks' dispatching hooks installed on each. Re-walked when a path is not found, so modules
-    /// registered after wrapping are picked up.
+    /// The modules of a wrapped model by path (<c>named_modules()</c> names, root <c>""</c>), with a hook point
+    /// each; TorchHooks' dispatching hooks go on all of them once the tree is armed (something registered on one
+    /// of its modules, see <see cref="Dispatchers"/>). Re-walked when a path is not found, so modules registered
+    /// after wrapping are picked up.
     /// </summary>
     internal sealed class ModuleTree
     {
         private readonly torch.nn.Module _root;
         private Dictionary<string, torch.nn.Module> _byPath = new();
+        private List<HookPoint> _nodes = new();
+        private volatile bool _armed;
+
+        /// <summary>Whether the dispatchers are on every module of the tree (and go on modules added to it).</summary>
+        public bool IsArmed => _armed;
+
+        /// <summary>Arms the tree: attaches the dispatchers to all its modules. The caller holds <see cref="Dispatchers.Gate"/>.</summary>
+        internal void ArmLocked()
+        {
+            if (_armed) return;
+            _armed = true;
+            foreach (var node in _nodes) node.AttachLocked();
+        }
 
         public ModuleTree(torch.nn.Module root)
         {
             _root = root;
+            Id = Dispatchers.Register(this);
             Refresh();
         }
+
+        /// <summary>The tree's number among all trees of the process (hook points name their trees by it).</summary>
+        public int Id { get; }
 
         public IReadOnlyCollection<string> Paths => _byPath.Keys;
 
@@ -27,15 +45,22 @@ namespace TorchHooks
         public void Refresh()
         {
             var byPath = new Dictionary<string, torch.nn.Module>();
+            var nodes = new List<HookPoint>();
             var seen = new HashSet<torch.nn.Module>(ReferenceEqualityComparer.Instance);
             foreach (var (name, raw) in new[] { ("", _root) }.Concat(_root.named_modules()))
             {
                 var module = raw is IHookedModule facade ? facade.Unwrap() : raw;
                 if (!seen.Add(module)) continue;   // a shared module keeps its first name, as in PyTorch
                 byPath[name] = module;
-                Dispatchers.GetOrInstall(module, name);
+                if (Dispatchers.GetOrCreate(module, name, this) is { } node) nodes.Add(node);
             }
             _byPath = byPath;
+            lock (Dispatchers.Gate)
+            {
+                _nodes = nodes;
+                // Armed already, or a module of it has work (hooks registered before this tree was made): attach all.
+                if (_armed || nodes.Exists(n => n.IsActive)) { _armed = false; ArmLocked(); }
+            }
         }
 
         /// <summary>The hook points of every module that has a forward, in <see cref="Paths"/> order (no ModuleList/ModuleDict).</summary>
@@ -43,7 +68,7 @@ namespace TorchHooks
         {
             var points = new List<HookPoint>();
             foreach (var (path, module) in _byPath)
-                if (Dispatchers.GetOrInstall(module, path) is { } point) points.Add(point);
+                if (Dispatchers.GetOrCreate(module, path) is { } point) points.Add(point);
             return points;
         }
 
@@ -55,7 +80,7 @@ namespace TorchHooks
                 if (!_byPath.ContainsKey(path)) Refresh();
                 if (!_byPath.TryGetValue(path, out var module))
                     throw new KeyNotFoundException($"No module at path '{path}'. Nearest valid paths: {string.Join(", ", Nearest(path).Select(p => $"'{p}'"))}. (All paths: named_modules() names; the root is \"\".)");
-                return Dispatchers.GetOrInstall(module, path)
+                return Dispatchers.GetOrCreate(module, path)
                     ?? throw new ArgumentException($"Module '{path}' ({module.GetType().Name}) has no forward, so hooks on it would never fire (as in PyTorch, where they silently don't). Hook its children instead: {string.Join(", ", _byPath.Keys.Where(k => k.StartsWith(path + ".", StringComparison.Ordinal)).Take(5).Select(p => $"'{p}'"))}.", nameof(path));
             }
         }

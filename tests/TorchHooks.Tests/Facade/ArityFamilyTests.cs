@@ -22,7 +22,8 @@ namespace TorchHooks.Tests.Facade
             {
                 Assert.That(lib.GetType($"TorchHooks.HookedModule`{n + 1}"), Is.Not.Null, $"facade for {n} inputs");
                 Assert.That(lib.GetType($"TorchHooks.HookPoint`{n + 1}"), Is.Not.Null, $"typed hook point for {n} inputs");
-                Assert.That(typeof(Dispatchers).GetMethod($"Install{n}", BindingFlags.NonPublic | BindingFlags.Static), Is.Not.Null, $"installer for {n} inputs");
+                Assert.That(typeof(Dispatchers).GetMethod($"Create{n}", BindingFlags.NonPublic | BindingFlags.Static), Is.Not.Null, $"hook point creator for {n} inputs");
+                Assert.That(typeof(Dispatchers).GetMethod($"Attach{n}", BindingFlags.NonPublic | BindingFlags.Static), Is.Not.Null, $"dispatcher attacher for {n} inputs");
             }
             var ext = typeof(ModuleExtensions).GetMethods(BindingFlags.Public | BindingFlags.Static);
             Assert.That(ext.Count(m => m.Name == "WithHooks"), Is.EqualTo(arities.Length));
