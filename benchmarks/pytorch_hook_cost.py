@@ -16,6 +16,11 @@ call of running the forward inside torch.profiler.profile(activities=[CPU]) with
 (with_stack=True: "nn.Module: Linear_0" scopes) and with ops only, each round's profile context timing
 PROFILE_NUMBER forwards; per module call = (profiled - plain) / 9.
 
+--serve-profiler: the same profiler cases, one round per line "round" read on stdin, each answered with one line
+"ROUND {...}" (ns per forward: plain, profiler with_stack, profiler ops only); first a line "READY {...}". The C#
+tracing suite (benchmarks/TorchHooks.Benchmarks/TracingPaired.cs) runs it as a child process and alternates its
+own rounds with these, so TorchHooks' tracer and torch.profiler are measured in one run, under the same load.
+
 Run: /usr/bin/python3 benchmarks/pytorch_hook_cost.py   (--profiler-only: only the profiler cases)
 Prints a readable table, then one line "JSON {...}" that the benchmark program parses.
 """
@@ -90,8 +95,39 @@ def profiler_cost(model, x):
     return out
 
 
+def profiler_round(call, number):
+    """One round of the profiler cases: ns per forward, plain, under profile(with_stack=True), under profile() (ops only)."""
+    from torch.profiler import profile, ProfilerActivity
+    out = {"plain": timeit.timeit(call, number=number) / number * 1e9}
+    for name, stack in (("profiler with_stack", True), ("profiler ops only", False)):
+        with profile(activities=[ProfilerActivity.CPU], with_stack=stack):
+            out[name] = timeit.timeit(call, number=number) / number * 1e9
+    return out
+
+
+def serve_profiler():
+    """--serve-profiler: one profiler round per "round" line on stdin (see the module docstring)."""
+    model = make_model()
+    x = torch.randn(1, 8)
+    call = lambda: model(x)
+    number = int(sys.argv[sys.argv.index("--number") + 1]) if "--number" in sys.argv else PROFILE_NUMBER
+    with torch.no_grad():
+        for _ in range(300):
+            call()
+        profiler_round(call, 20)   # the profiler's first use loads and initializes Kineto
+        print("READY " + json.dumps({"torch": torch.__version__, "python": platform.python_version(),
+                                     "threads": torch.get_num_threads(), "calls_per_forward": CALLS, "number": number}), flush=True)
+        for line in sys.stdin:
+            if line.strip() != "round":
+                break
+            print("ROUND " + json.dumps(profiler_round(call, number)), flush=True)
+
+
 def main():
     torch.set_num_threads(1)
+    if "--serve-profiler" in sys.argv:
+        serve_profiler()
+        return
     if "--profiler-only" in sys.argv:
         model = make_model()
         print("JSON " + json.dumps({"torch": torch.__version__, "profiler": profiler_cost(model, torch.randn(1, 8))}))

@@ -181,9 +181,18 @@ namespace TorchHooks.Benchmarks
             PyTorchResult? py = null;
             if (python) py = PyTorchResult.Run(root);
 
+            // Suite 6, tracing (TracingPaired.cs): its own paired rounds, alternating with the PyTorch script's profiler rounds.
+            TracingPaired.Result? tracing = null;
+            if (only is null || only.Contains("Tracing", StringComparer.OrdinalIgnoreCase))
+            {
+                Console.WriteLine("// ===== Tracing: paired rounds with torch.profiler =====");
+                tracing = TracingPaired.Measure(root, python, dry ? 2 : roundsOverride ?? 31, dry ? 200 : 2000, log: true);
+            }
+
             var loadEnd = Machine.LoadAverage();
             total.Stop();
             var md = Report.Render(machine, runs, outOfProcess, py, sanity, dry, loadStart, loadEnd, total.Elapsed);
+            if (tracing is not null) md = TracingPaired.AddToDocs(md, tracing);   // section 6 and its goal row
             if (write)
             {
                 Directory.CreateDirectory(Path.GetDirectoryName(output)!);

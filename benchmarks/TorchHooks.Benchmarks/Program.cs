@@ -20,6 +20,11 @@ namespace TorchHooks.Benchmarks
     ///       alternating rounds in one process (ResNetProbe.cs).
     ///   ... -- --hook-probe [rounds]
     ///       Suite 1b/3b's cases by Stopwatch in alternating rounds, for trying a call-path change in seconds (HookProbe.cs).
+    ///   ... -- --tracing-paired [--rounds N] [--no-python]
+    ///       Suite 6, tracing: tracer, OpenTelemetry spans, activation cache and (in the same run, alternating rounds)
+    ///       torch.profiler through benchmarks/pytorch_hook_cost.py --serve-profiler (TracingPaired.cs).
+    ///   ... -- --tracing-probe
+    ///       What each sub-step of recording a module call costs (TracingProbe.cs).
     ///   ... -- --filter '*Dispatch*'   (or any other BenchmarkDotNet command line)
     ///       Ad hoc: BenchmarkDotNet's own switcher, in-process by default.
     /// </summary>
@@ -35,8 +40,10 @@ namespace TorchHooks.Benchmarks
                 return BackwardProbe.Run(args);
             if (args.Contains("--resnet-probe"))
                 return ResNetProbe.Run(args);
+            if (args.Contains("--tracing-probe"))
+                return TracingProbe.Run();
             if (args.Contains("--tracing-paired"))
-                return TracingPaired.Run();
+                return TracingPaired.Run(args);
             if (args.Contains("--write-docs") || args.Contains("--print-docs"))
                 return DocsRun.Run(args);
 

@@ -17,8 +17,14 @@ namespace TorchHooks
     /// No input requires grad: the full hooks run at the output node with an all-null grad_input.
     /// </summary>
     /// <remarks>
-    /// A new <see cref="BackwardCall"/> per call, as PyTorch's new <c>BackwardHook</c> per call: a module called
-    /// twice fires twice, independently. The hook lists are snapshotted when the call begins.
+    /// <para>A new <see cref="BackwardCall"/> per call, as PyTorch's new <c>BackwardHook</c> per call: a module called
+    /// twice fires twice, independently. The hook lists are snapshotted when the call begins.</para>
+    /// <para>Backward timings and gradients for the tracing concern: while a tracer that records backward timings
+    /// (<see cref="TraceOptions.Backward"/>) or a cache of gradients (<see cref="CacheOptions.Gradients"/>) is open,
+    /// the concern also wraps the calls of the modules they want, hooks or not; it hands each module's grad_output to
+    /// <see cref="TracingConcern.RecordGradients"/> at its output node and its backward — from its output node to its
+    /// input node — to <see cref="TracingConcern.RecordBackward"/>. With neither open nothing changes: only modules
+    /// with backward hooks are wrapped.</para>
     /// </remarks>
     internal sealed class BackwardHooksConcern : CallConcern
     {
@@ -26,7 +32,7 @@ namespace TorchHooks
 
         public override bool IsActiveFor(HookPoint node) => node.BackwardPreHookCount > 0 || node.BackwardHookCount > 0;
 
-        public override bool IsActiveEverywhere => ModuleHooks.BackwardPre.Count > 0 || ModuleHooks.Backward.Count > 0;
+        public override bool IsActiveEverywhere => ModuleHooks.BackwardPre.Count > 0 || ModuleHooks.Backward.Count > 0 || TracingConcern.BackwardRequested;
 
         public override CallSteps<TArgs, TResult> Steps<TArgs, TResult>() => new Typed<TArgs, TResult>();
 
@@ -47,7 +53,7 @@ namespace TorchHooks
             {
                 Pending.DisposeAll();
                 BackwardHookFailures.ThrowPendingBeforeForward();
-                var call = BackwardCall.Create(frame.Node, frame.Module);
+                var call = BackwardCall.Create(frame.Node, frame.Module, frame.CallIndex);
                 if (call is null) return;
                 var state = Unsafe.As<State>(frame.State(Instance.Slot) ??= new State());
                 state.Call = call;
@@ -88,7 +94,7 @@ namespace TorchHooks
                                 t.Dispose();
                     }
                 }
-                else
+                else if (call.HasHooks)   // a call wrapped only for a tracer's backward timings warns nobody
                 {
                     BackwardCall.WarnNotTensorOutput(frame.Node, typeof(TResult));
                 }
@@ -165,6 +171,10 @@ namespace TorchHooks
         private readonly torch.nn.Module _module;
         private readonly HookEntry[] _pre;
         private readonly HookEntry[] _full;
+        private readonly int _callIndex;
+        /// <summary>Whether a tracer records this call's backward timing or a cache its gradients; when the output node ran (Stopwatch timestamp).</summary>
+        private readonly bool _observed;
+        private long _backwardStart;
         private Tensor?[]? _gradOutputs;
         private readonly object _gate = new();
 
@@ -177,19 +187,23 @@ namespace TorchHooks
         public readonly GradientSite InputSite;
         public readonly GradientSite OutputSite;
 
-        private BackwardCall(HookPoint node, torch.nn.Module module, HookEntry[] pre, HookEntry[] full)
+        private BackwardCall(HookPoint node, torch.nn.Module module, HookEntry[] pre, HookEntry[] full, int callIndex, bool observed)
         {
-            _node = node; _module = module; _pre = pre; _full = full;
+            _node = node; _module = module; _pre = pre; _full = full; _callIndex = callIndex; _observed = observed;
             InputSite = new Side(this, input: true);
             OutputSite = new Side(this, input: false);
         }
 
-        /// <summary>The call's hooks, global before local; null when there are none (removed since the flags were computed).</summary>
-        public static BackwardCall? Create(HookPoint node, torch.nn.Module module)
+        /// <summary>
+        /// The call's hooks, global before local, and whether a tracer times its backward or a cache takes its gradients;
+        /// null when there are no hooks (removed since the flags were computed) and neither wants this module.
+        /// </summary>
+        public static BackwardCall? Create(HookPoint node, torch.nn.Module module, int callIndex)
         {
             var pre = Concat(ModuleHooks.BackwardPre.Snapshot, node.BackwardPre.Snapshot);
             var full = Concat(ModuleHooks.Backward.Snapshot, node.Backward.Snapshot);
-            return pre.Length + full.Length == 0 ? null : new BackwardCall(node, module, pre, full);
+            bool observed = TracingConcern.BackwardRequested && TracingConcern.WantsBackward(node) && torch.is_grad_enabled();
+            return pre.Length + full.Length == 0 && !observed ? null : new BackwardCall(node, module, pre, full, callIndex, observed);
         }
 
         private static HookEntry[] Concat(HookEntry[] a, HookEntry[] b)
@@ -201,6 +215,9 @@ namespace TorchHooks
             b.CopyTo(all, a.Length);
             return all;
         }
+
+        /// <summary>Whether the call has backward hooks (else it is wrapped only for a tracer's backward timings).</summary>
+        public bool HasHooks => _pre.Length + _full.Length > 0;
 
         public void RecordNoGradInputs(object?[] items)
         {
@@ -222,6 +239,7 @@ namespace TorchHooks
         /// <summary>The output node's backward (PyTorch's output hook): pre-hooks; full hooks too if no input requires grad.</summary>
         private Tensor?[] OutputBackward(Tensor?[] grads)
         {
+            if (_observed) _backwardStart = Stopwatch.GetTimestamp();
             if (BackwardHookFailures.HasPending) return grads;
             var gradOutputs = Spread(grads, OutputIndex!, OutputCount);
             foreach (var entry in _pre)
@@ -233,6 +251,7 @@ namespace TorchHooks
                     gradOutputs = Copy(replaced);
                 }
             }
+            if (_observed) TracingConcern.RecordGradients(_node, _callIndex, gradOutputs);   // activation caches with Gradients
             if (InputIndex is null)
             {
                 var none = new Tensor?[InputCount];
@@ -281,6 +300,8 @@ namespace TorchHooks
                     gradInputs = Copy(replaced);
                 }
             }
+            if (_observed && _backwardStart != 0)
+                TracingConcern.RecordBackward(_node, _callIndex, _backwardStart, Stopwatch.GetTimestamp(), gradInputs, gradOutputs);
             return Gather(gradInputs, InputIndex!);
         }
 

@@ -24,6 +24,15 @@ namespace TorchHooks
 
         /// <summary>Whether module inputs are cached, as forward received them (default false).</summary>
         public bool Inputs { get; init; }
+        /// <summary>
+        /// Whether the gradients w.r.t. the selected modules' outputs are cached during backward (default false;
+        /// TransformerLens' <c>incl_bwd</c>), keyed <c>path:grad</c>: the grad_output reaching each module, after its
+        /// backward pre-hooks. While the cache captures, the backward-hooks concern wraps the selected modules' outputs
+        /// that require grad (as a no-op full backward hook would). Run forward and backward inside the capture
+        /// (<c>CacheActivations</c>; <c>RunWithCache</c> stops capturing before any backward). A gradient that would
+        /// exceed <see cref="MaxBytes"/> is reported as a throwing backward hook is (by <c>Backward()</c> or the next forward).
+        /// </summary>
+        public bool Gradients { get; init; }
 
         /// <summary>Whether cached tensors are detached from the autograd graph (default true, as TransformerLens).</summary>
         public bool Detach { get; init; } = true;
@@ -49,6 +58,8 @@ namespace TorchHooks
         Input,
         /// <summary>A tensor forward returned (after forward hooks).</summary>
         Output,
+        /// <summary>The gradient w.r.t. a tensor forward returned (grad_output), cached during backward.</summary>
+        Gradient,
     }
 
     /// <summary>One cached tensor, owned by its <see cref="ActivationCache"/>.</summary>
@@ -59,7 +70,7 @@ namespace TorchHooks
             Key = key; Path = path; ModuleType = moduleType; CallIndex = callIndex; Kind = kind; Position = position; Tensor = tensor;
         }
 
-        /// <summary>The cache key: <c>path</c> for the first call's output, <c>path:input</c> for its input, <c>#k</c> appended for call k &gt; 0, <c>.i</c> for the i-th tensor (i &gt; 0) of a tuple.</summary>
+        /// <summary>The cache key: <c>path</c> for the first call's output, <c>path:input</c> for its input, <c>path:grad</c> for the gradient w.r.t. its output, <c>#k</c> appended for call k &gt; 0, <c>.i</c> for the i-th tensor (i &gt; 0) of a tuple.</summary>
         public string Key { get; }
         /// <summary>The module's path.</summary>
         public string Path { get; }
@@ -67,7 +78,7 @@ namespace TorchHooks
         public string ModuleType { get; }
         /// <summary>The module's call index within the outermost call.</summary>
         public int CallIndex { get; }
-        /// <summary>Input or output.</summary>
+        /// <summary>Input, output or gradient.</summary>
         public ActivationKind Kind { get; }
         /// <summary>The tensor's position among the module's input or output tensors.</summary>
         public int Position { get; }
@@ -94,7 +105,7 @@ namespace TorchHooks
     /// <para>No reference cycle: the model never references the cache; the cache references the model's modules only
     /// while it is capturing (until <see cref="Stop"/>), so a stopped cache keeps no model alive and vice versa
     /// (TransformerLens#290 leaks through such a cycle).</para>
-    /// <para>Gradients are not cached yet: they need the backward-hooks concern (PyTorch's <c>incl_bwd</c>).</para>
+    /// <para>Gradients (PyTorch's <c>incl_bwd</c>): <see cref="CacheOptions.Gradients"/>.</para>
     /// </remarks>
     public sealed class ActivationCache : IDisposable
     {
@@ -112,6 +123,9 @@ namespace TorchHooks
             private readonly ActivationCache _cache;
             public Observer(ActivationCache cache) => _cache = cache;
             public override bool Wants(HookPoint node) => _cache._wants?.Invoke(node) == true;
+            public override bool CapturesGradients => _cache._options.Gradients;
+            public override void Gradients(HookPoint node, int callIndex, Tensor?[] gradOutputs)
+                => _cache.Add(new Call(node.Path, node.TypeName, callIndex), ActivationKind.Gradient, gradOutputs);
             public override object? Begin(CallFrame frame, object? args, object? parentToken, long timestamp) => new Call(frame.Node.Path, frame.Module.GetType().Name, frame.CallIndex);
             public override void End(object token, object? args, object? result, long timestamp, bool failed)
             {
@@ -128,7 +142,7 @@ namespace TorchHooks
         {
             _options = options;
             if (options.MaxBytes <= 0) throw new ArgumentOutOfRangeException(nameof(options), options.MaxBytes, "CacheOptions.MaxBytes must be positive (the default is no limit).");
-            if (!options.Inputs && !options.Outputs) throw new ArgumentException("CacheOptions caches neither inputs nor outputs: set Outputs = true (the default) and/or Inputs = true.", nameof(options));
+            if (!options.Inputs && !options.Outputs && !options.Gradients) throw new ArgumentException("CacheOptions caches neither inputs, outputs nor gradients: set Outputs = true (the default), Inputs = true and/or Gradients = true.", nameof(options));
             var tree = new HashSet<HookPoint>(model.Tree.HookPoints(), ReferenceEqualityComparer.Instance);
             if (options.Paths is { } paths)
             {
@@ -248,7 +262,7 @@ namespace TorchHooks
             for (int i = 0; i < tensors.Length; i++)
             {
                 if (tensors[i] is not { } t || t.IsInvalid) continue;
-                string key = call.Path + (kind == ActivationKind.Input ? ":input" : "") + (i > 0 ? "." + i : "") + (call.CallIndex > 0 ? "#" + call.CallIndex : "");
+                string key = call.Path + (kind switch { ActivationKind.Input => ":input", ActivationKind.Gradient => ":grad", _ => "" }) + (i > 0 ? "." + i : "") + (call.CallIndex > 0 ? "#" + call.CallIndex : "");
                 long bytes = t.numel() * TensorInfo.ElementSize(t.dtype);
                 lock (_gate)
                 {

@@ -29,11 +29,28 @@ namespace TorchHooks
         public TensorInfo(Tensor tensor)
         {
             if (tensor is null) throw new ArgumentNullException(nameof(tensor), "Pass a tensor to describe.");
-            _shape = tensor.shape;
-            Dtype = tensor.dtype;
-            DeviceType = tensor.device_type;
-            DeviceIndex = DeviceType == DeviceType.CPU ? -1 : tensor.device_index;
-            RequiresGrad = tensor.requires_grad;
+            Span<long> sizes = stackalloc long[TensorNative.MaxRank];
+            TensorNative.Read(tensor, out var header, sizes);
+            if (header.Rank > TensorNative.MaxRank)
+            {
+                _shape = new long[header.Rank];
+                TensorNative.Read(tensor, out header, _shape);
+            }
+            else _shape = sizes.Slice(0, header.Rank).ToArray();
+            Dtype = header.Dtype;
+            DeviceType = header.DeviceType;
+            DeviceIndex = header.DeviceIndex;
+            RequiresGrad = header.RequiresGrad;
+        }
+
+        /// <summary>A tensor as the tracer read it (<see cref="TensorSlot"/>).</summary>
+        internal TensorInfo(in TensorHeader header, ReadOnlySpan<long> sizes)
+        {
+            _shape = sizes.ToArray();
+            Dtype = header.Dtype;
+            DeviceType = header.DeviceType;
+            DeviceIndex = header.DeviceIndex;
+            RequiresGrad = header.RequiresGrad;
         }
 
         /// <summary>The tensor's shape (an empty list for a scalar).</summary>
@@ -133,13 +150,15 @@ namespace TorchHooks
     /// </remarks>
     public sealed class ModuleCallRecord
     {
-        internal ModuleCallRecord(int id, int parentId, int depth, HookPoint node, torch.nn.Module module, int callIndex, int threadId, string? threadName,
-            TensorInfo[] inputs, bool training, torch.ScalarType? autocastCpu, torch.ScalarType? autocastCuda, long startTimestamp, CallPhase phase)
+        internal ModuleCallRecord(ModuleTracer tracer, int id, in CallEntry e, HookPoint node, string? threadName, TensorInfo[] inputs, TensorInfo[] outputs)
         {
-            Id = id; ParentId = parentId; Depth = depth; Path = node.Path; ModuleType = module.GetType().Name; CallIndex = callIndex;
-            ThreadId = threadId; ThreadName = threadName; Inputs = inputs; Training = training;
-            AutocastCpu = autocastCpu; AutocastCuda = autocastCuda; StartTimestamp = startTimestamp; Phase = phase;
-            Outputs = Array.Empty<TensorInfo>();
+            Id = id; ParentId = e.ParentId; Depth = e.Depth; Path = node.Path; ModuleType = node.TypeName; CallIndex = e.CallIndex;
+            ThreadId = e.ThreadId; ThreadName = threadName; Inputs = inputs; Outputs = outputs; Training = e.Training;
+            AutocastCpu = e.AutocastCpu < 0 ? null : (torch.ScalarType)e.AutocastCpu;
+            AutocastCuda = e.AutocastCuda < 0 ? null : (torch.ScalarType)e.AutocastCuda;
+            StartTimestamp = e.Start; EndTimestamp = e.End; Failed = e.Failed;
+            Phase = e.Backward ? CallPhase.Backward : CallPhase.Forward;
+            Tracer = tracer;
         }
 
         /// <summary>The call's number in its trace, in the order calls began (0, 1, …).</summary>
@@ -161,7 +180,7 @@ namespace TorchHooks
         /// <summary>The tensors passed in (the module's inputs as its caller passed them, before pre-hooks).</summary>
         public IReadOnlyList<TensorInfo> Inputs { get; }
         /// <summary>The tensors returned (after forward hooks); empty until the call finished, and for a failed call.</summary>
-        public IReadOnlyList<TensorInfo> Outputs { get; private set; }
+        public IReadOnlyList<TensorInfo> Outputs { get; }
         /// <summary>The module's <c>training</c> flag during the call.</summary>
         public bool Training { get; }
         /// <summary>The CPU autocast dtype in force for the module's forward (the module's precision policy, else the enclosing region's), or null when CPU autocast was off.</summary>
@@ -171,26 +190,19 @@ namespace TorchHooks
         /// <summary>Forward, or backward (backward records come from the backward-hooks concern).</summary>
         public CallPhase Phase { get; }
         /// <summary>Whether the call threw (forward, a hook or a step), or was abandoned by an exception.</summary>
-        public bool Failed { get; private set; }
+        public bool Failed { get; }
         /// <summary>Whether the call has finished (returned or failed).</summary>
         public bool Finished => EndTimestamp != 0;
 
         internal long StartTimestamp { get; }
-        internal long EndTimestamp { get; private set; }
-        internal ModuleTracer? Tracer { get; set; }
+        internal long EndTimestamp { get; }
+        internal ModuleTracer Tracer { get; }
 
         /// <summary>When the call began, from the start of the trace.</summary>
-        public TimeSpan Start => Tracer is null ? TimeSpan.Zero : Tracer.Elapsed(StartTimestamp);
+        public TimeSpan Start => Tracer.Elapsed(StartTimestamp);
 
         /// <summary>How long the call took (zero while it is still running).</summary>
         public TimeSpan Duration => EndTimestamp == 0 ? TimeSpan.Zero : TimeSpan.FromTicks((long)((EndTimestamp - StartTimestamp) * (double)TimeSpan.TicksPerSecond / System.Diagnostics.Stopwatch.Frequency));
-
-        internal void Finish(long endTimestamp, TensorInfo[] outputs, bool failed)
-        {
-            Outputs = outputs;
-            Failed = failed;
-            EndTimestamp = Math.Max(endTimestamp, StartTimestamp + 1);
-        }
 
         /// <inheritdoc />
         public override string ToString()

@@ -4,6 +4,7 @@ using System.Diagnostics;
 using System.IO;
 using System.Threading;
 using TorchSharp;
+using Tensor = TorchSharp.torch.Tensor;
 
 namespace TorchHooks
 {
@@ -21,6 +22,18 @@ namespace TorchHooks
 
         /// <summary>Whether input and output shapes, dtypes, devices and grad flags are recorded (default true; off is cheaper).</summary>
         public bool RecordTensors { get; init; } = true;
+
+        /// <summary>
+        /// Whether backward timings per module are recorded (default false): while the tracer is open, every module
+        /// call of the traced models whose input or output requires grad is routed through the backward-hooks
+        /// concern's identity autograd nodes (as if a no-op full backward hook were registered on it, the way PyTorch's
+        /// <c>register_full_backward_hook</c> wraps them), and each module's backward — from the moment the gradient
+        /// reaches its outputs to the moment the gradients for its inputs are ready — is recorded as a
+        /// <see cref="CallPhase.Backward"/> call on the backward track of the thread that ran it. Costs an autograd node
+        /// per wrapped call (microseconds); modules none of whose inputs require grad (usually the model itself and its
+        /// first layer) have no input node, so no backward span. See docs/tracing.md.
+        /// </summary>
+        public bool Backward { get; init; }
 
         /// <summary>The trace's name: the Chrome trace's process name (default <c>TorchHooks</c>).</summary>
         public string Name { get; init; } = "TorchHooks";
@@ -51,29 +64,15 @@ namespace TorchHooks
     /// </remarks>
     public sealed class ModuleTracer : IDisposable
     {
-        private readonly object _gate = new();
-        private readonly List<ModuleCallRecord> _calls = new();
         private readonly Func<HookPoint, bool>? _filter;
         private readonly HashSet<HookPoint>? _tree;
         private readonly int _max;
         private readonly bool _tensors;
         private readonly long _origin;
-        private int _dropped;
-        private int _reserved;
+        private TraceStore _store = new(0);
         private int _recording;
-        private readonly Observer _observer;
-
-        /// <summary>The tracer's seat on the call path (CallObserver is internal; the tracer is public).</summary>
-        private sealed class Observer : CallObserver
-        {
-            public readonly ModuleTracer Tracer;
-            public Observer(ModuleTracer tracer) => Tracer = tracer;
-            public override bool Wants(HookPoint node) => Tracer.Wants(node);
-            public override object? Begin(CallFrame frame, object? args, object? parentToken, long timestamp) => Tracer.Begin(frame, args, parentToken, timestamp);
-            public override void End(object token, object? args, object? result, long timestamp, bool failed) => Tracer.End(token, result, timestamp, failed);
-        }
-
-        internal static ModuleTracer? Of(CallObserver observer) => (observer as Observer)?.Tracer;
+        private readonly List<HookPoint> _nodes = new();                 // node table: CallEntry.Node - 1 indexes it
+        private readonly Dictionary<HookPoint, int> _nodeIndex = new(ReferenceEqualityComparer.Instance);
 
         private ModuleTracer(TraceOptions options, HashSet<HookPoint>? tree)
         {
@@ -82,12 +81,12 @@ namespace TorchHooks
             _tree = tree;
             _max = options.MaxCalls;
             _tensors = options.RecordTensors;
+            RecordsBackward = options.Backward;
             Name = options.Name ?? "TorchHooks";
             _origin = Stopwatch.GetTimestamp();
             StartedAt = DateTimeOffset.UtcNow;
             _recording = 1;
-            _observer = new Observer(this);
-            TracingConcern.Add(_observer);
+            TracingConcern.Add(this);
         }
 
         /// <summary>Starts recording the module calls of every wrapped model (use <c>model.Trace()</c> for one model's).</summary>
@@ -109,13 +108,25 @@ namespace TorchHooks
         /// <summary>Whether calls are being recorded (until <see cref="Stop"/> or <see cref="Dispose"/>).</summary>
         public bool IsRecording => Volatile.Read(ref _recording) != 0;
 
+        /// <summary>Whether backward timings are recorded (<see cref="TraceOptions.Backward"/>).</summary>
+        public bool RecordsBackward { get; }
+
         /// <summary>How many calls were not recorded because <see cref="TraceOptions.MaxCalls"/> calls were kept already.</summary>
-        public int Dropped => Volatile.Read(ref _dropped);
+        public int Dropped => (int)Math.Min(int.MaxValue, Math.Max(0, Volatile.Read(ref _store).Reserved - _max));
 
         /// <summary>The recorded calls, in the order they began (a snapshot; calls still running have no outputs or duration yet).</summary>
+        /// <remarks>Records are built from the trace's compact entries when read; a finished call's record is built once and reused.</remarks>
         public IReadOnlyList<ModuleCallRecord> Calls
         {
-            get { lock (_gate) return _calls.ToArray(); }
+            get
+            {
+                var store = Volatile.Read(ref _store);
+                long n = Math.Min(store.Reserved, _max);
+                var list = new List<ModuleCallRecord>((int)n);
+                for (long id = 0; id < n; id++)
+                    if (store.TryRead(id, out var entry)) list.Add(store.Record(this, id, entry));
+                return list;
+            }
         }
 
         /// <summary>The recorded calls of the module at <paramref name="path"/>.</summary>
@@ -130,18 +141,19 @@ namespace TorchHooks
         /// <summary>Stops recording; the calls recorded so far stay readable.</summary>
         public void Stop()
         {
-            if (Interlocked.Exchange(ref _recording, 0) != 0) TracingConcern.Remove(_observer);
+            if (Interlocked.Exchange(ref _recording, 0) == 0) return;
+            TracingConcern.Remove(this);
+            lock (_nodes)   // the model's nodes no longer point at this tracer: a stopped trace is kept alive by its owner only
+                foreach (var node in _nodes)
+                    if (node.TraceSeat is { } seat && ReferenceEquals(seat.Tracer, this))
+                        Interlocked.CompareExchange(ref node.TraceSeat, null, seat);
         }
 
         /// <summary>Forgets the recorded calls (and the dropped count); recording goes on if it was on.</summary>
         public void Clear()
         {
-            lock (_gate)
-            {
-                _calls.Clear();
-                _reserved = 0;
-                _dropped = 0;
-            }
+            var store = Volatile.Read(ref _store);
+            Volatile.Write(ref _store, new TraceStore(store.Generation + 1));
         }
 
         /// <summary>Stops recording.</summary>
@@ -182,55 +194,104 @@ namespace TorchHooks
 
         private static readonly bool s_cuda = torch.cuda.is_available();
 
-        private bool Wants(HookPoint node)
+        /// <summary>Whether calls of <paramref name="node"/>'s module are recorded (the model restriction and the filter).</summary>
+        internal bool Wants(HookPoint node)
             => (_tree is null || _tree.Contains(node)) && (_filter is null || _filter(node));
 
-        private object? Begin(CallFrame frame, object? args, object? parentToken, long timestamp)
+        /// <summary>
+        /// A call of <paramref name="frame"/>'s module begins: reserves its entry and writes it (no allocation unless a
+        /// new chunk is due). <paramref name="parent"/> is this tracer's token for the innermost enclosing recorded
+        /// call on the thread (-1: none). Returns the call's token, or -1 when it is dropped.
+        /// </summary>
+        internal long Begin<TArgs>(CallFrame frame, in TArgs args, long parent, long timestamp)
         {
-            if (Interlocked.Increment(ref _reserved) > _max)
+            var store = Volatile.Read(ref _store);
+            long id = store.ReserveCall();
+            if (id >= _max) return -1;
+            ref var e = ref store.Call(id);
+            if (parent >= 0 && (int)(parent >> 32) == store.Generation)
             {
-                Interlocked.Decrement(ref _reserved);
-                Interlocked.Increment(ref _dropped);
-                return null;
+                e.ParentId = (int)parent;
+                e.Depth = store.Call((int)parent).Depth + 1;
             }
-            var parent = parentToken as ModuleCallRecord;
-            var module = frame.Module;
+            else { e.ParentId = -1; e.Depth = 0; }
+            e.Start = timestamp;
+            e.CallIndex = frame.CallIndex;
+            e.Training = frame.Module.training;
             var (cpu, cuda) = AutocastFor(frame.Node);
-            var thread = Thread.CurrentThread;
-            var inputs = _tensors ? TensorInfo.Describe(args) : Array.Empty<TensorInfo>();
-            lock (_gate)
-            {
-                var record = new ModuleCallRecord(_calls.Count, parent?.Id ?? -1, parent is null ? 0 : parent.Depth + 1, frame.Node, module, frame.CallIndex,
-                    thread.ManagedThreadId, thread.Name, inputs, module.training, cpu, cuda, timestamp, CallPhase.Forward) { Tracer = this };
-                _calls.Add(record);
-                return record;
-            }
+            e.AutocastCpu = cpu is { } c ? (sbyte)c : (sbyte)-1;
+            e.AutocastCuda = cuda is { } g ? (sbyte)g : (sbyte)-1;
+            e.ThreadId = store.Thread();
+            if (_tensors) store.Describe(args, out e.InputsAt, out e.InputCount);
+            Volatile.Write(ref e.Node, NodeIndex(frame.Node) + 1);
+            return ((long)store.Generation << 32) | id;
         }
 
-        private void End(object token, object? result, long timestamp, bool failed)
+        /// <summary>The index of <paramref name="node"/> in this tracer's node table (added on its first call).</summary>
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+        private int NodeIndex(HookPoint node)
+            => node.TraceSeat is { } seat && ReferenceEquals(seat.Tracer, this) ? seat.Index : AddNode(node);
+
+        private int AddNode(HookPoint node)
         {
-            var record = (ModuleCallRecord)token;
-            record.Finish(timestamp, _tensors && !failed ? TensorInfo.Describe(result) : Array.Empty<TensorInfo>(), failed);
+            int index;
+            lock (_nodes)
+            {
+                if (!_nodeIndex.TryGetValue(node, out index))
+                {
+                    index = _nodes.Count;
+                    _nodes.Add(node);
+                    _nodeIndex.Add(node, index);
+                }
+            }
+            node.TraceSeat = new TraceSeat(this, index);   // one tracer's seat at a time: the last tracer that saw the node
+            return index;
         }
 
-        internal void RecordBackward(HookPoint node, torch.nn.Module module, int callIndex, long start, long end,
-            IReadOnlyList<TensorInfo>? gradInputs, IReadOnlyList<TensorInfo>? gradOutputs)
+        internal HookPoint NodeAt(int node)
+        {
+            lock (_nodes) return _nodes[node - 1];
+        }
+
+        /// <summary>The call with <paramref name="token"/> ended (<paramref name="failed"/>: it threw; no outputs then).</summary>
+        internal void End<TResult>(long token, in TResult result, long timestamp, bool failed)
+        {
+            var store = Volatile.Read(ref _store);
+            if ((int)(token >> 32) != store.Generation) return;   // cleared since the call began
+            ref var e = ref store.Call((int)token);
+            if (_tensors && !failed) store.Describe(result, out e.OutputsAt, out e.OutputCount);
+            e.Failed = failed;
+            Volatile.Write(ref e.End, Math.Max(timestamp, e.Start + 1));
+        }
+
+        /// <summary>
+        /// Records a backward pass through <paramref name="node"/>'s module on the calling thread: from
+        /// <paramref name="start"/> (the gradient reached the module's outputs) to <paramref name="end"/> (the gradients
+        /// for its inputs were ready), with the gradients' shapes when tensors are recorded.
+        /// </summary>
+        internal void RecordBackward(HookPoint node, int callIndex, long start, long end, Tensor?[]? gradInputs, Tensor?[]? gradOutputs)
         {
             if (!Wants(node)) return;
-            if (Interlocked.Increment(ref _reserved) > _max)
+            var store = Volatile.Read(ref _store);
+            long id = store.ReserveCall();
+            if (id >= _max) return;
+            ref var e = ref store.Call(id);
+            e.ParentId = -1;
+            e.Depth = 0;
+            e.Start = start;
+            e.CallIndex = callIndex;
+            e.Training = node.Module.training;
+            e.AutocastCpu = -1;
+            e.AutocastCuda = -1;
+            e.Backward = true;
+            e.ThreadId = store.Thread();
+            if (_tensors)
             {
-                Interlocked.Decrement(ref _reserved);
-                Interlocked.Increment(ref _dropped);
-                return;
+                store.Describe(gradOutputs, out e.InputsAt, out e.InputCount);
+                store.Describe(gradInputs, out e.OutputsAt, out e.OutputCount);
             }
-            var thread = Thread.CurrentThread;
-            lock (_gate)
-            {
-                var record = new ModuleCallRecord(_calls.Count, -1, 0, node, module, callIndex, thread.ManagedThreadId, thread.Name,
-                    gradOutputs is null ? Array.Empty<TensorInfo>() : new List<TensorInfo>(gradOutputs).ToArray(), module.training, null, null, start, CallPhase.Backward) { Tracer = this };
-                record.Finish(end, gradInputs is null ? Array.Empty<TensorInfo>() : new List<TensorInfo>(gradInputs).ToArray(), false);
-                _calls.Add(record);
-            }
+            e.End = Math.Max(end, start + 1);
+            Volatile.Write(ref e.Node, NodeIndex(node) + 1);
         }
 
         /// <inheritdoc />

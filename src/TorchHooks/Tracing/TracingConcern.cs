@@ -5,6 +5,7 @@ using System.Diagnostics;
 using System.Reflection;
 using System.Threading;
 using TorchSharp;
+using Tensor = TorchSharp.torch.Tensor;
 
 namespace TorchHooks
 {
@@ -29,12 +30,14 @@ namespace TorchHooks
             typeof(TracingConcern).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion);
 
         private static readonly object s_gate = new();
+        private static volatile ModuleTracer[] s_tracers = Array.Empty<ModuleTracer>();
         private static volatile CallObserver[] s_observers = Array.Empty<CallObserver>();
         private static volatile bool s_listening;
+        private static volatile bool s_backward;
 
         public override bool IsActiveFor(HookPoint node) => false;
 
-        public override bool IsActiveEverywhere => s_observers.Length > 0 || s_listening;
+        public override bool IsActiveEverywhere => s_tracers.Length > 0 || s_observers.Length > 0 || s_listening;
 
         public override CallSteps<TArgs, TResult> Steps<TArgs, TResult>() => new Typed<TArgs, TResult>();
 
@@ -47,57 +50,114 @@ namespace TorchHooks
             CallPath.RecomputeEverywhere();
         }
 
-        internal static void Add(CallObserver observer)
+        internal static void Add(ModuleTracer tracer) => Change(() => s_tracers = With(s_tracers, tracer));
+
+        internal static void Remove(ModuleTracer tracer) => Change(() => s_tracers = Without(s_tracers, tracer));
+
+        internal static void Add(CallObserver observer) => Change(() => s_observers = With(s_observers, observer));
+
+        internal static void Remove(CallObserver observer) => Change(() => s_observers = Without(s_observers, observer));
+
+        private static void Change(Action change)
         {
             lock (s_gate)
             {
-                var list = new List<CallObserver>(s_observers) { observer };
-                s_observers = list.ToArray();
+                change();
+                bool backward = false;
+                foreach (var t in s_tracers) backward |= t.RecordsBackward;
+                foreach (var o in s_observers) backward |= o.CapturesGradients;
+                s_backward = backward;
             }
             s_listening = Source.HasListeners();
             CallPath.RecomputeEverywhere();
         }
 
-        internal static void Remove(CallObserver observer)
+        private static T[] With<T>(T[] list, T item) where T : class
         {
-            lock (s_gate)
-            {
-                var list = new List<CallObserver>(s_observers);
-                if (!list.Remove(observer)) return;
-                s_observers = list.ToArray();
-            }
-            s_listening = Source.HasListeners();
-            CallPath.RecomputeEverywhere();
+            var bigger = new T[list.Length + 1];
+            list.CopyTo(bigger, 0);
+            bigger[^1] = item;
+            return bigger;
         }
 
-        /// <summary>The number of observers open (tests, diagnostics).</summary>
-        internal static int ObserverCount => s_observers.Length;
+        private static T[] Without<T>(T[] list, T item) where T : class
+        {
+            int i = Array.IndexOf(list, item);
+            if (i < 0) return list;
+            var smaller = new T[list.Length - 1];
+            Array.Copy(list, 0, smaller, 0, i);
+            Array.Copy(list, i + 1, smaller, i, list.Length - i - 1);
+            return smaller;
+        }
+
+        /// <summary>The number of tracers and caches open (tests, diagnostics).</summary>
+        internal static int ObserverCount => s_tracers.Length + s_observers.Length;
 
         /// <summary>
-        /// The hook point for backward timings (for the backward-hooks concern): records a backward pass through
-        /// <paramref name="node"/>'s module, from <paramref name="startTimestamp"/> to <paramref name="endTimestamp"/>
-        /// (<see cref="Stopwatch.GetTimestamp"/> values), in every open tracer, on the calling thread's backward track.
+        /// Whether an open tracer records backward timings (<see cref="TraceOptions.Backward"/>) or a cache captures
+        /// gradients (<see cref="CacheOptions.Gradients"/>): the backward-hooks concern then wraps the calls of the
+        /// modules they want (<see cref="WantsBackward"/>), hooks or not.
         /// </summary>
-        internal static void RecordBackward(HookPoint node, torch.nn.Module module, int callIndex, long startTimestamp, long endTimestamp,
-            IReadOnlyList<TensorInfo>? gradInputs, IReadOnlyList<TensorInfo>? gradOutputs)
+        internal static bool BackwardRequested => s_backward;
+
+        /// <summary>Whether an open tracer records the backward timings of <paramref name="node"/>'s module, or a cache its gradients.</summary>
+        internal static bool WantsBackward(HookPoint node)
         {
+            foreach (var tracer in s_tracers)
+                if (tracer.RecordsBackward && tracer.Wants(node)) return true;
             foreach (var observer in s_observers)
-                if (ModuleTracer.Of(observer) is { } tracer)
-                    tracer.RecordBackward(node, module, callIndex, startTimestamp, endTimestamp, gradInputs, gradOutputs);
+                if (observer.CapturesGradients && observer.Wants(node)) return true;
+            return false;
         }
 
-        /// <summary>Per call: the observers open when it began, each one's token for it, and the span.</summary>
+        /// <summary>
+        /// The gradients w.r.t. the outputs of a call of <paramref name="node"/>'s module (after its backward pre-hooks),
+        /// for the open observers that capture gradients (the backward-hooks concern calls it from the output node).
+        /// </summary>
+        internal static void RecordGradients(HookPoint node, int callIndex, Tensor?[] gradOutputs)
+        {
+            foreach (var observer in s_observers)
+                if (observer.CapturesGradients && observer.Wants(node))
+                    observer.Gradients(node, callIndex, gradOutputs);
+        }
+
+        /// <summary>
+        /// The hook point for backward timings (the backward-hooks concern calls it): records a backward pass through
+        /// <paramref name="node"/>'s module, from <paramref name="startTimestamp"/> (its output-gradient node ran) to
+        /// <paramref name="endTimestamp"/> (its input-gradient node ran), <see cref="Stopwatch.GetTimestamp"/> values,
+        /// in every open tracer that records backward timings, on the calling thread's backward track.
+        /// </summary>
+        internal static void RecordBackward(HookPoint node, int callIndex, long startTimestamp, long endTimestamp,
+            Tensor?[]? gradInputs, Tensor?[]? gradOutputs)
+        {
+            foreach (var tracer in s_tracers)
+                if (tracer.RecordsBackward)
+                    tracer.RecordBackward(node, callIndex, startTimestamp, endTimestamp, gradInputs, gradOutputs);
+        }
+
+        /// <summary>Per call: the tracers and observers open when it began, each one's token for it, and the span.</summary>
         private sealed class State : CallState
         {
+            public ModuleTracer[] Tracers = Array.Empty<ModuleTracer>();
+            public long[] TracerTokens = Array.Empty<long>();
             public CallObserver[] Observers = Array.Empty<CallObserver>();
             public object?[] Tokens = Array.Empty<object?>();
             public Activity? Activity;
 
             public override void Clear()
             {
+                Tracers = Array.Empty<ModuleTracer>();
                 Observers = Array.Empty<CallObserver>();
                 Array.Clear(Tokens);
                 Activity = null;
+            }
+
+            public long TokenOf(ModuleTracer tracer)
+            {
+                var tracers = Tracers;
+                for (int i = 0; i < tracers.Length; i++)
+                    if (ReferenceEquals(tracers[i], tracer)) return TracerTokens[i];
+                return -1;
             }
 
             public object? TokenOf(CallObserver observer)
@@ -107,6 +167,15 @@ namespace TorchHooks
                     if (ReferenceEquals(observers[i], observer)) return Tokens[i];
                 return null;
             }
+        }
+
+        /// <summary>The token <paramref name="tracer"/> gave the innermost enclosing call on this thread that it recorded (-1: none).</summary>
+        private static long ParentToken(CallStack stack, ModuleTracer tracer)
+        {
+            for (int i = stack.Count - 2; i >= 0; i--)
+                if (Unsafe.As<State>(stack[i].State(Instance.Slot)) is { } state && state.TokenOf(tracer) is var token && token >= 0)
+                    return token;
+            return -1;
         }
 
         /// <summary>The token <paramref name="observer"/> gave the innermost enclosing call on this thread that it recorded.</summary>
@@ -123,13 +192,21 @@ namespace TorchHooks
             public override void In(CallFrame frame, ref TArgs args)
             {
                 var state = Unsafe.As<State>(frame.State(Instance.Slot) ??= new State());
+                var tracers = s_tracers;
                 var observers = s_observers;
-                if (observers.Length > 0)
+                if (tracers.Length + observers.Length > 0)
                 {
                     long now = Stopwatch.GetTimestamp();
+                    var stack = CallStack.Current;
+                    state.Tracers = tracers;
+                    if (state.TracerTokens.Length < tracers.Length) state.TracerTokens = new long[tracers.Length];
+                    for (int i = 0; i < tracers.Length; i++)
+                    {
+                        var tracer = tracers[i];
+                        state.TracerTokens[i] = tracer.Wants(frame.Node) ? tracer.Begin(frame, args, ParentToken(stack, tracer), now) : -1;
+                    }
                     state.Observers = observers;
                     if (state.Tokens.Length < observers.Length) state.Tokens = new object?[observers.Length];
-                    var stack = CallStack.Current;
                     for (int i = 0; i < observers.Length; i++)
                     {
                         var observer = observers[i];
@@ -147,14 +224,22 @@ namespace TorchHooks
             public override void Out(CallFrame frame, ref TArgs args, ref TResult result)
             {
                 if (Unsafe.As<State>(frame.State(Instance.Slot)) is not { } state) return;
+                var tracers = state.Tracers;
                 var observers = state.Observers;
-                if (observers.Length > 0)
+                if (tracers.Length + observers.Length > 0)
                 {
                     long now = Stopwatch.GetTimestamp();
+                    for (int i = 0; i < tracers.Length; i++)
+                    {
+                        long token = state.TracerTokens[i];
+                        if (token < 0) continue;
+                        state.TracerTokens[i] = -1;   // ended: a failure step after a later step threw does not end it twice
+                        tracers[i].End(token, result, now, failed: false);
+                    }
                     for (int i = 0; i < observers.Length; i++)
                     {
                         if (state.Tokens[i] is not { } token) continue;
-                        state.Tokens[i] = null;   // ended: a failure step after an observer threw does not end it twice
+                        state.Tokens[i] = null;
                         observers[i].End(token, args, result, now, failed: false);
                     }
                 }
@@ -170,10 +255,20 @@ namespace TorchHooks
             {
                 if (Unsafe.As<State>(frame.State(Instance.Slot)) is not { } state) return;
                 long now = Stopwatch.GetTimestamp();
+                var tracers = state.Tracers;
+                for (int i = 0; i < tracers.Length; i++)
+                {
+                    long token = state.TracerTokens[i];
+                    if (token < 0) continue;
+                    state.TracerTokens[i] = -1;
+                    try { tracers[i].End(token, (object?)null, now, failed: true); }
+                    catch (Exception e) { suppressed.Add(e); }
+                }
                 var observers = state.Observers;
                 for (int i = 0; i < observers.Length; i++)
                 {
                     if (state.Tokens[i] is not { } token) continue;
+                    state.Tokens[i] = null;
                     try { observers[i].End(token, null, null, now, failed: true); }
                     catch (Exception e) { suppressed.Add(e); }
                 }
@@ -197,7 +292,7 @@ namespace TorchHooks
             {
                 var module = frame.Module;
                 activity.SetTag(TorchHooksTelemetry.ModulePath, frame.Node.Path);
-                activity.SetTag(TorchHooksTelemetry.ModuleType, module.GetType().Name);
+                activity.SetTag(TorchHooksTelemetry.ModuleType, frame.Node.TypeName);
                 activity.SetTag(TorchHooksTelemetry.CallIndex, frame.CallIndex);
                 activity.SetTag(TorchHooksTelemetry.Phase, "forward");
                 activity.SetTag(TorchHooksTelemetry.Training, module.training);
@@ -226,8 +321,8 @@ namespace TorchHooks
     }
 
     /// <summary>
-    /// Something that watches module calls through the tracing concern: a <see cref="ModuleTracer"/> or an
-    /// <see cref="ActivationCache"/>. Holds no reference to any model (the call path hands it the frame).
+    /// Something that watches module calls through the tracing concern: an <see cref="ActivationCache"/>
+    /// (tracers have their own allocation-free steps). Holds no reference to any model (the call path hands it the frame).
     /// </summary>
     internal abstract class CallObserver
     {
@@ -239,6 +334,12 @@ namespace TorchHooks
 
         /// <summary>The call with <paramref name="token"/> ended (<paramref name="failed"/>: it threw; args and result are null then).</summary>
         public abstract void End(object token, object? args, object? result, long timestamp, bool failed);
+
+        /// <summary>Whether the observer wants the gradients w.r.t. the outputs of the modules it <see cref="Wants"/> (the backward concern then wraps them).</summary>
+        public virtual bool CapturesGradients => false;
+
+        /// <summary>The gradients w.r.t. the outputs of a call of <paramref name="node"/>'s module reached it in backward (null: None).</summary>
+        public virtual void Gradients(HookPoint node, int callIndex, Tensor?[] gradOutputs) { }
     }
 
     /// <summary>
@@ -275,12 +376,27 @@ namespace TorchHooks
         public const string Autocast = "torchhooks.autocast";
     }
 
-    // The tracing concern's place on the per-module node (Tree/HookPoint.cs): the span name, built once.
+    // The tracing concern's place on the per-module node (Tree/HookPoint.cs): the span name and type name, built once.
     public abstract partial class HookPoint
     {
         private string? _spanName;
+        private string? _typeName;
 
         /// <summary>The OpenTelemetry span name of this module's calls: <c>forward &lt;path&gt;</c>.</summary>
         internal string SpanName => _spanName ??= "forward " + (Path.Length == 0 ? "<root>" : Path);
+
+        /// <summary>The module's class name, e.g. <c>Conv2d</c> (traces, spans).</summary>
+        internal string TypeName => _typeName ??= Module.GetType().Name;
+
+        /// <summary>The node's index in the node table of the tracer that last recorded it (saves that tracer a lookup).</summary>
+        internal TraceSeat? TraceSeat;
+    }
+
+    /// <summary>A node's index in one tracer's node table (one object, so that tracer and index are read together).</summary>
+    internal sealed class TraceSeat
+    {
+        public readonly ModuleTracer Tracer;
+        public readonly int Index;
+        public TraceSeat(ModuleTracer tracer, int index) { Tracer = tracer; Index = index; }
     }
 }

@@ -177,11 +177,12 @@ namespace TorchHooks.Tests.Tracing
         public void BackwardRecordsHaveTheirOwnTrack()
         {
             var model = new TraceNet().WithHooks();
-            using var trace = model.Trace();
+            using var trace = model.Trace(new TraceOptions { Backward = true });
             using var x = randn(2, 3);
+            using (no_grad())
             using (var y = model.call(x)) { }
             long t0 = Stopwatch.GetTimestamp();
-            TracingConcern.RecordBackward(model["head"], model["head"].Module, 0, t0, t0 + 1000, null, null);
+            TracingConcern.RecordBackward(model["head"], 0, t0, t0 + 1000, null, null);
             var back = trace.Calls.Last();
             Assert.That(back.Phase, Is.EqualTo(CallPhase.Backward));
             var json = JsonDocument.Parse(trace.ToChromeTrace());
