@@ -191,7 +191,11 @@ namespace TorchHooks.Benchmarks
                                  $"≤ 30 ns per module call {Word(Judge(extra <= 30, diffs))}; 0 B extra {Word(allocState)}{AllocNote(dAlloc)}. " + RangeNote(run, "FacadeCall"));
                     t.AppendLine($"- The wrapped model's own `call` (no facade): {ratioW:0.000}×, {Signed(extraW)} per module call. The facade's bracket " +
                                  "(one more `Module.call` + `forward` on the facade itself and `FacadeCall.Begin/End`, a thread-static read) is the rest: " +
-                                 $"{Signed(bracket)} per forward.");
+                                 $"{Signed(bracket)} per forward" + (chain ? $" against issue 12's ≤ one TorchSharp module call ({Fmt(b.Median / calls)}). Why it " +
+                                 "misses: the facade *is* a TorchSharp module (so it can sit in a `Sequential` or an optimizer's module list), so its own " +
+                                 "`call` — four hook dictionaries, one of them holding the pre-hook that tells `forward` it was reached through `call` — is " +
+                                 "already that one module call; the bracket's own checks (the model's native handle, the pass counter, the autocast depth, " +
+                                 "whether an OpenTelemetry listener appeared, the try/finally that finishes failed calls) come on top." : "."));
                     if (chain)
                         t.AppendLine("- Where it goes: nowhere, per module call, while nothing is registered: wrapping creates hook points only, and " +
                                      "TorchHooks' dispatchers go into TorchSharp's hook dictionaries of a tree's modules when something is registered on one " +
