@@ -370,7 +370,7 @@ namespace TorchHooks.Benchmarks
                                        $"{run.PairedValues("PerCallFacade", "OneRegion", (x, y) => x / y).Max():0.00}× (per call {Fmt(run["PerCallFacade"].Lo)} – " +
                                        $"{Fmt(run["PerCallFacade"].Hi)}, one region {Fmt(run["OneRegion"].Lo)} – {Fmt(run["OneRegion"].Hi)}): with " +
                                        $"{run.Rounds} rounds of a 30 ms workload on this shared machine the two are not separable; `--resnet-probe` " +
-                                       "(alternating rounds in one process) is the finer measurement of this goal (docs/autocast.md)."
+                                       "(5 alternating rounds of every case in one process) is the finer measurement of this goal."
                                      : ""));
                     t.AppendLine();
                     t.AppendLine($"CPU flags: {machine.FlagList(Machine.BfloatFlags)}." + (machine.HasNativeBf16 ? "" : " Without native bf16 instructions every bf16 case is slower than float32 here (see 5a)."));
