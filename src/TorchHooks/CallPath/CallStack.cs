@@ -1,4 +1,5 @@
 using System;
+using System.Threading;
 using System.Collections.Generic;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
@@ -80,10 +81,14 @@ namespace TorchHooks
         public static CallStack? CurrentOrNull => t_current;
 
         /// <summary>Whether any hooked call is under way on this thread (the pre-hook fast path).</summary>
-        public static bool HasFrames => t_current is { _count: > 0 };
+        public static bool HasFrames => s_threadsWithFrames != 0 && t_current is { _count: > 0 };
+
+        // How many threads have hooked calls under way: while none has, the dispatchers skip the thread-static read.
+        // Changed only when a thread's stack goes from empty to one frame and back (once per outermost hooked call).
+        private static int s_threadsWithFrames;
 
         /// <summary>This thread's stack when a hooked call is under way on it, else null (the post-hook fast path).</summary>
-        public static CallStack? Frames => t_current is { _count: > 0 } stack ? stack : null;
+        public static CallStack? Frames => s_threadsWithFrames != 0 && t_current is { _count: > 0 } stack ? stack : null;
 
         public int Count => _count;
         public CallFrame this[int i] => _frames[i];
@@ -100,6 +105,7 @@ namespace TorchHooks
         public CallFrame Push()
         {
             if (_count == _frames.Length) Array.Resize(ref _frames, _count * 2);
+            if (_count == 0) Interlocked.Increment(ref s_threadsWithFrames);
             return _frames[_count++] ??= new CallFrame();
         }
 
@@ -161,6 +167,7 @@ namespace TorchHooks
         public void Pop()
         {
             _frames[--_count].Clear();
+            if (_count == 0) Interlocked.Decrement(ref s_threadsWithFrames);
         }
 
         /// <summary>

@@ -53,19 +53,27 @@ namespace TorchHooks
                 var module = frame.Module;
                 state.Global = State.OrNull(ModuleHooks.Forward.Snapshot);
                 state.Local = State.OrNull(node.ForwardSnapshot);
-                state.Args = args;
+                // The input is kept only for the forward hooks that may run on failure (none: no GC write barrier).
+                bool keep = state.Global is not null || state.Local is not null;
+                if (keep) state.Args = args;
 
                 var global = ModuleHooks.ForwardPre.Snapshot;
                 for (int i = 0; i < global.Length; i++)
                 {
                     if (global[i].Fn is ForwardPreHook<TArgs> hook && hook(module, args) is { } replaced)
-                        state.Args = args = Replaced(frame, replaced.Value, "global forward pre-hook", i, "input");
+                    {
+                        args = Replaced(frame, replaced.Value, "global forward pre-hook", i, "input");
+                        if (keep) state.Args = args;
+                    }
                 }
                 var local = node.ForwardPreSnapshot;
                 for (int i = 0; i < local.Length; i++)
                 {
                     if (Unsafe.As<ForwardPreHook<TArgs>>(local[i].Fn)(module, args) is { } replaced)   // typed when registered
-                        state.Args = args = Replaced(frame, replaced.Value, "forward pre-hook", i, "input");
+                    {
+                        args = Replaced(frame, replaced.Value, "forward pre-hook", i, "input");
+                        if (keep) state.Args = args;
+                    }
                 }
             }
 
