@@ -309,8 +309,8 @@ namespace TorchHooks.Generators
                 {
                     var p = (HookPointOf<{{a.InputType}}, TResult>)point;
                     HookDictionaries.Attach<Func<{{a.Module}}, {{a.Types}}, {{(a.N == 1 ? "T" : a.InputType + "?")}}>, Func<{{a.Module}}, {{a.Types}}, TResult, TResult>>(p.Module,
-                        (mod, {{a.Inputs}}) => p.IsActive || CallPath.ActiveEverywhere || CallStack.HasFrames ? p.Pre(mod, {{a.InputValue}}) : {{a.InputValue}},
-                        (mod, {{a.Inputs}}, y) => CallStack.Frames is { } stack ? p.Post(stack, mod, {{a.InputValue}}, y) : y);
+                        (mod, {{a.Inputs}}) => p.IsActive || CallPath.ActiveEverywhere || CallStack.HasFrames ? p.Pre({{a.InputValue}}) : {{a.InputValue}},   // (mod is p.Module)
+                        (mod, {{a.Inputs}}, y) => CallStack.Frames is { } stack ? p.Post(stack, {{a.InputValue}}, y) : y);
                 }
 
             """;

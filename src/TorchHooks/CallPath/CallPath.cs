@@ -99,7 +99,7 @@ namespace TorchHooks
     {
 
         /// <summary>The way in (the dispatcher's TorchSharp pre-hook).</summary>
-        public static TArgs BeforeForward(HookPointOf<TArgs, TResult> node, torch.nn.Module module, TArgs args)
+        public static TArgs BeforeForward(HookPointOf<TArgs, TResult> node, TArgs args)
         {
             var stack = CallStack.CurrentOrNull;
             var here = CallStack.Mark();
@@ -132,7 +132,7 @@ namespace TorchHooks
         }
 
         /// <summary>The way out (the dispatcher's TorchSharp post-hook), when calls are under way on the thread (<paramref name="stack"/>).</summary>
-        public static TResult AfterForward(HookPointOf<TArgs, TResult> node, CallStack stack, torch.nn.Module module, TArgs args, TResult result)
+        public static TResult AfterForward(HookPointOf<TArgs, TResult> node, CallStack stack, TArgs args, TResult result)
         {
             // (The dispatcher comes here only while frames are open on the thread: CallStack.Frames.)
             int index = stack.Find(node);

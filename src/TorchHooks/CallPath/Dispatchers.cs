@@ -65,7 +65,7 @@ namespace TorchHooks
                     s_points.Add(module, point);
                 }
                 if (tree is not null) point.AddTree(tree.Id);
-                if (s_armedEverywhere || tree is { IsArmed: true } || point.IsActive) point.AttachLocked();
+                if (s_armedEverywhere || tree is { IsArmed: true }) point.AttachLocked();   // (an active node is attached already: Arm)
                 return point;
             }
         }

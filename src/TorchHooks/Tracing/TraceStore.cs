@@ -57,24 +57,21 @@ namespace TorchHooks
 
         /// <summary>The entry of call <paramref name="id"/> (reserved), created on first use.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public ref CallEntry Call(long id)
-        {
-            var dir = Volatile.Read(ref _calls);
-            long c = id >> ChunkBits;
-            var chunk = c < dir.Length ? dir[c] : IntPtr.Zero;
-            if (chunk == IntPtr.Zero) chunk = Chunk(ref _calls, c, sizeof(CallEntry));
-            return ref ((CallEntry*)chunk)[id & ChunkMask];
-        }
+        public ref CallEntry Call(long id) => ref At<CallEntry>(ref _calls, id);
 
         /// <summary>The slot of tensor <paramref name="index"/> (reserved), created on first use.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public ref TensorSlot Tensor(long index)
+        public ref TensorSlot Tensor(long index) => ref At<TensorSlot>(ref _tensors, index);
+
+        /// <summary>Element <paramref name="index"/> of the chunked native array whose chunk directory is <paramref name="directory"/>.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private ref T At<T>(ref IntPtr[] directory, long index) where T : unmanaged
         {
-            var dir = Volatile.Read(ref _tensors);
+            var dir = Volatile.Read(ref directory);
             long c = index >> ChunkBits;
             var chunk = c < dir.Length ? dir[c] : IntPtr.Zero;
-            if (chunk == IntPtr.Zero) chunk = Chunk(ref _tensors, c, sizeof(TensorSlot));
-            return ref ((TensorSlot*)chunk)[index & ChunkMask];
+            if (chunk == IntPtr.Zero) chunk = Chunk(ref directory, c, sizeof(T));
+            return ref ((T*)chunk)[index & ChunkMask];
         }
 
         private IntPtr Chunk(ref IntPtr[] directory, long c, int size)

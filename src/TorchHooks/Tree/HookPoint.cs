@@ -114,9 +114,9 @@ namespace TorchHooks
         /// <summary>The concerns' steps for this signature (shared by every node of it).</summary>
         internal readonly CallPlan<TArgs, TResult> Plan = CallPlan<TArgs, TResult>.Instance;
 
-        public TArgs Pre(torch.nn.Module module, TArgs args) => CallPath<TArgs, TResult>.BeforeForward(this, module, args);
+        public TArgs Pre(TArgs args) => CallPath<TArgs, TResult>.BeforeForward(this, args);
 
-        public TResult Post(CallStack stack, torch.nn.Module module, TArgs args, TResult result) => CallPath<TArgs, TResult>.AfterForward(this, stack, module, args, result);
+        public TResult Post(CallStack stack, TArgs args, TResult result) => CallPath<TArgs, TResult>.AfterForward(this, stack, args, result);
 
         internal override void FinishFailedCall(CallFrame frame, List<Exception> suppressed) => CallPath<TArgs, TResult>.FinishFailedCall(this, frame, suppressed);
     }

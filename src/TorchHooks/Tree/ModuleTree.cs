@@ -26,6 +26,11 @@ namespace TorchHooks
         {
             if (_armed) return;
             _armed = true;
+            AttachAllLocked();
+        }
+
+        private void AttachAllLocked()
+        {
             foreach (var node in _nodes) node.AttachLocked();
         }
 
@@ -59,7 +64,7 @@ namespace TorchHooks
             {
                 _nodes = nodes;
                 // Armed already, or a module of it has work (hooks registered before this tree was made): attach all.
-                if (_armed || nodes.Exists(n => n.IsActive)) { _armed = false; ArmLocked(); }
+                if (_armed || nodes.Exists(n => n.IsActive)) { _armed = true; AttachAllLocked(); }
             }
         }
 
