@@ -48,6 +48,7 @@ namespace TorchHooks
             new(TracingConcern.Instance,              100,    900),
             new(ForwardHooksConcern.Instance,         200,    300),
             new(BackwardHooksConcern.Instance,        300,    400),
+            new(ModelHookConcern.Instance,            400,    200),
             new(PrecisionConcern.Instance,            500,    100),
             new(WeightCastConcern.Instance,           ConcernEntry.NoPlace, ConcernEntry.NoPlace),
         };
