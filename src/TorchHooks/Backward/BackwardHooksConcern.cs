@@ -40,7 +40,7 @@ namespace TorchHooks
         private sealed class State : CallState
         {
             public BackwardCall? Call;
-            public List<Tensor>? Wrapped;
+            public Tensor[]? Wrapped;
             public object? OriginalArgs;
 
             public override void Clear() { Call = null; Wrapped = null; OriginalArgs = null; }
@@ -51,8 +51,8 @@ namespace TorchHooks
             /// <summary>PyTorch's <c>setup_input_hook</c>.</summary>
             public override void In(CallFrame frame, ref TArgs args)
             {
-                Pending.DisposeAll();
-                BackwardHookFailures.ThrowPendingBeforeForward();
+                PendingGradients.DisposeAll();
+                BackwardHookFailures.ThrowPendingBeforeForward(frame.Node);
                 var call = BackwardCall.Create(frame.Node, frame.Module, frame.CallIndex);
                 if (call is null) return;
                 var state = Unsafe.As<State>(frame.State(Instance.Slot) ??= new State());
@@ -62,7 +62,7 @@ namespace TorchHooks
                 if (!torch.is_grad_enabled()) return;
                 var (index, tensors) = RequiringGrad(items);
                 if (index is null) return;
-                var views = BackwardHookFunction.Wrap(call.InputSite, tensors);
+                var views = AutogradNode.Identity(call.InputSite, tensors);
                 call.InputIndex = index;
                 call.RecordNoGradInputs(items);
                 state.Wrapped = views;
@@ -83,7 +83,7 @@ namespace TorchHooks
                     var (index, tensors) = torch.is_grad_enabled() ? RequiringGrad(items) : (null, null!);
                     if (index is not null)
                     {
-                        var views = BackwardHookFunction.Wrap(call.OutputSite, tensors);
+                        var views = AutogradNode.Identity(call.OutputSite, tensors);
                         call.OutputIndex = index;
                         for (int i = 0; i < index.Length; i++) items[index[i]] = views[i];
                         result = Rebuild<TResult>(result, items);
@@ -233,6 +233,8 @@ namespace TorchHooks
             public Side(BackwardCall call, bool input) { _call = call; _input = input; }
             public override Tensor?[] OnBackward(Tensor?[] grads) => _input ? _call.InputBackward(grads) : _call.OutputBackward(grads);
 
+            public override HookPoint? Owner => _call._node;
+
             public override string Where => $"module '{_call._node.Path}' ({_call._module.GetType().Name}), {(_input ? "a full backward hook" : "a backward pre-hook or a full backward hook")}";
         }
 
@@ -281,14 +283,14 @@ namespace TorchHooks
             lock (_gate) { gradOutputs = _gradOutputs; _gradOutputs = null; }
             // The gradient reached the inputs without passing through the outputs (e.g. a second backward): no firing.
             if (gradOutputs is null) return grads;
-            foreach (var g in gradOutputs) Pending.Add(g);
+            foreach (var g in gradOutputs) PendingGradients.Add(g);
             if (BackwardHookFailures.HasPending) return grads;
             var gradInputs = Spread(grads, InputIndex!, InputCount);
             if (_zeroInputs is not null)
                 foreach (var (position, shape, dtype, device) in _zeroInputs)
                 {
                     var zeros = torch.zeros(shape, dtype, device);
-                    Pending.Add(zeros);
+                    PendingGradients.Add(zeros);
                     gradInputs[position] = zeros;
                 }
             foreach (var entry in _full)
@@ -322,7 +324,7 @@ namespace TorchHooks
         private static Tensor?[] Copy(IReadOnlyList<Tensor?> list)
         {
             var copy = new Tensor?[list.Count];
-            for (int i = 0; i < copy.Length; i++) { copy[i] = list[i]; Pending.Add(list[i]); }
+            for (int i = 0; i < copy.Length; i++) { copy[i] = list[i]; PendingGradients.Add(list[i]); }
             return copy;
         }
 

@@ -1,0 +1,105 @@
+using System;
+using System.Runtime.InteropServices;
+using TorchSharp;
+
+namespace TorchHooks
+{
+    /// <summary>
+    /// LibTorchSharp's custom autograd node exports (TorchSharp 0.107 <c>THSAutograd.cpp</c>: the <c>CSharpNode</c> that
+    /// TorchSharp's <c>autograd.Function</c> is built on), bound directly through function pointers, once per process,
+    /// the way <see cref="TensorNative"/> binds its reads. <see cref="AutogradNode"/> uses them without TorchSharp's
+    /// per-apply managed machinery.
+    /// </summary>
+    /// <remarks>
+    /// <para>Signatures (LibTorchSharp, C ABI): <c>CSharpNodePtr</c> is two pointers (<c>std::shared_ptr*</c>,
+    /// <c>std::weak_ptr*</c>) passed and returned by value; <c>TensorArray</c> is a pointer and an <c>int64_t</c> count; C++
+    /// <c>bool</c> is one byte. Each export catches libtorch's C++ exceptions and leaves the message for
+    /// <c>THSTorch_get_and_reset_last_err</c> (checked after every call, as TorchSharp's <c>CheckForErrors</c> does).</para>
+    /// <para>These transitions keep the GC transition (no <c>SuppressGCTransition</c>): node construction and output
+    /// wrapping allocate and take locks in libtorch.</para>
+    /// </remarks>
+    internal static unsafe class AutogradNative
+    {
+        /// <summary>Every export bound here, by name (listed for the check that every symbol TorchHooks binds is exported).</summary>
+        internal static readonly string[] Symbols =
+        {
+            "THSAutograd_CSharpNode_ctor",
+            "THSAutograd_CSharpNode_disposeSharedPtr",
+            "THSAutograd_CSharpNode_disposeWeakPtr",
+            "THSAutograd_CSharpNode_setNextEdges",
+            "THSAutograd_CSharpNode_clearInputMetadata",
+            "THSAutograd_Function_wrapOutputs",
+            "THSTensor_dispose",
+            "THSTorch_get_and_reset_last_err",
+        };
+
+        /// <summary><c>CSharpNodePtr</c>: the node's <c>std::shared_ptr</c> and <c>std::weak_ptr</c>, each on the native heap.</summary>
+        [StructLayout(LayoutKind.Sequential)]
+        internal struct NodePtr
+        {
+            public IntPtr Shared;
+            public IntPtr Weak;
+        }
+
+        /// <summary><c>TensorArray</c>: <c>Tensor*</c> (an array of <c>at::Tensor*</c>) and its length.</summary>
+        [StructLayout(LayoutKind.Sequential)]
+        internal struct TensorArray
+        {
+            public IntPtr Array;
+            public long Size;
+        }
+
+        internal static delegate* unmanaged[Cdecl]<IntPtr, IntPtr, NodePtr> Ctor;
+        internal static delegate* unmanaged[Cdecl]<NodePtr, void> DisposeShared;
+        internal static delegate* unmanaged[Cdecl]<NodePtr, void> DisposeWeak;
+        internal static delegate* unmanaged[Cdecl]<NodePtr, TensorArray, byte, void> SetNextEdges;
+        internal static delegate* unmanaged[Cdecl]<NodePtr, void> ClearInputMetadata;
+        internal static delegate* unmanaged[Cdecl]<TensorArray, TensorArray, TensorArray, TensorArray, NodePtr, delegate* unmanaged[Cdecl]<nuint, IntPtr>, void> WrapOutputs;
+        internal static delegate* unmanaged[Cdecl]<IntPtr, void> TensorDispose;
+        private static delegate* unmanaged[Cdecl]<IntPtr> s_lastError;
+
+        private static readonly string? s_missing = Bind();
+
+        /// <summary>Whether every export was found (else <see cref="AutogradNode"/> cannot work: <see cref="EnsureBound"/> says which is missing).</summary>
+        public static bool Bound => s_missing is null;
+
+        /// <summary>Throws, naming the missing export and TorchSharp's version, if the binding failed.</summary>
+        public static void EnsureBound()
+        {
+            if (s_missing is not null)
+                throw new NotSupportedException($"TorchHooks' backward hooks need LibTorchSharp's export '{s_missing}' (TorchSharp {typeof(torch).Assembly.GetName().Version}); it was not found in the native library TorchSharp loaded. TorchHooks is built for TorchSharp 0.107.0.");
+        }
+
+        private static string? Bind()
+        {
+            try
+            {
+                torch.InitializeDeviceType(DeviceType.CPU);
+                if (!NativeLibrary.TryLoad("LibTorchSharp", typeof(torch).Assembly, null, out var lib)) return "LibTorchSharp (the library)";
+                var found = new IntPtr[Symbols.Length];
+                for (int i = 0; i < Symbols.Length; i++)
+                    if (!NativeLibrary.TryGetExport(lib, Symbols[i], out found[i])) return Symbols[i];
+                Ctor = (delegate* unmanaged[Cdecl]<IntPtr, IntPtr, NodePtr>)found[0];
+                DisposeShared = (delegate* unmanaged[Cdecl]<NodePtr, void>)found[1];
+                DisposeWeak = (delegate* unmanaged[Cdecl]<NodePtr, void>)found[2];
+                SetNextEdges = (delegate* unmanaged[Cdecl]<NodePtr, TensorArray, byte, void>)found[3];
+                ClearInputMetadata = (delegate* unmanaged[Cdecl]<NodePtr, void>)found[4];
+                WrapOutputs = (delegate* unmanaged[Cdecl]<TensorArray, TensorArray, TensorArray, TensorArray, NodePtr, delegate* unmanaged[Cdecl]<nuint, IntPtr>, void>)found[5];
+                TensorDispose = (delegate* unmanaged[Cdecl]<IntPtr, void>)found[6];
+                s_lastError = (delegate* unmanaged[Cdecl]<IntPtr>)found[7];
+                return null;
+            }
+            catch (Exception e) when (e is DllNotFoundException or BadImageFormatException or TypeInitializationException or NotSupportedException)
+            {
+                return "LibTorchSharp (" + e.Message + ")";
+            }
+        }
+
+        /// <summary>TorchSharp's <c>CheckForErrors</c>: throws the message a LibTorchSharp export left for this thread.</summary>
+        public static void Check()
+        {
+            var error = s_lastError();
+            if (error != IntPtr.Zero) throw new ExternalException(Marshal.PtrToStringAnsi(error));
+        }
+    }
+}
