@@ -13,12 +13,13 @@ namespace TorchHooks
     /// <remarks>
     /// <para>Hooks run inside libtorch's autograd engine, called back through TorchSharp; an exception crossing
     /// that boundary would abort the process. So TorchHooks catches it, and from then on until it is delivered no
-    /// backward hook runs and gradients flow through unchanged (PyTorch would stop the backward pass: the
-    /// parameters' <c>.grad</c> are then partly accumulated too). The exception is delivered:</para>
+    /// backward hook of that model runs on that thread and gradients flow through unchanged (PyTorch would stop the
+    /// backward pass: the parameters' <c>.grad</c> are then partly accumulated too). A failure belongs to its own pass:
+    /// other threads' passes and other models' hooks are not affected. The exception is delivered:</para>
     /// <list type="number">
     /// <item>by <see cref="Backward"/> right after the backward pass — the original exception object, rethrown with
     /// its own stack trace (<see cref="ExceptionDispatchInfo"/>); <c>Data["TorchHooks.BackwardHook"]</c> names the module;</item>
-    /// <item>after a plain <c>loss.backward()</c>, by the next forward of a module with backward hooks: a
+    /// <item>after a plain <c>loss.backward()</c>, by the next forward of a module with backward hooks of the same model: a
     /// <see cref="BackwardHookException"/> whose <c>InnerException</c> is the original;</item>
     /// <item>or on demand by <see cref="ThrowIfFailed"/>.</item>
     /// </list>
@@ -34,18 +35,18 @@ namespace TorchHooks
         public static void Backward(this Tensor tensor, Tensor? gradient = null, bool retain_graph = false, bool create_graph = false)
         {
             if (tensor is null) throw new ArgumentNullException(nameof(tensor), "Call Backward() on the loss tensor.");
-            // A failure left over from an earlier plain backward() is delivered first, before more gradients accumulate.
-            ThrowIfFailed();
+            // This pass's failures only: one left by an earlier plain backward() waits for its model's next hooked call.
+            int mark = BackwardHookFailures.Mark;
             try
             {
                 if (gradient is null) tensor.backward(retain_graph: retain_graph, create_graph: create_graph);
                 else tensor.backward(new[] { gradient }, retain_graph: retain_graph, create_graph: create_graph);
             }
             finally { PendingGradients.DisposeAll(); }
-            if (BackwardHookFailures.Take() is { } failure) ExceptionDispatchInfo.Capture(failure).Throw();
+            if (BackwardHookFailures.TakeSince(mark) is { } failure) ExceptionDispatchInfo.Capture(failure).Throw();
         }
 
-        /// <summary>Throws (as <see cref="Backward"/> does) the exception a backward hook threw since it was last delivered; does nothing otherwise.</summary>
+        /// <summary>Throws (as <see cref="Backward"/> does) the exception a backward hook threw on this thread since it was last delivered; does nothing otherwise.</summary>
         public static void ThrowIfFailed()
         {
             if (BackwardHookFailures.Take() is { } failure) ExceptionDispatchInfo.Capture(failure).Throw();
@@ -87,7 +88,7 @@ namespace TorchHooks
 
             public override Tensor?[] OnBackward(Tensor?[] grads)
             {
-                if (BackwardHookFailures.HasPending || grads[0] is not { } g) return grads;
+                if (BackwardHookFailures.HasPendingFor(null) || grads[0] is not { } g) return grads;
                 if (_hook(g) is { } replaced)
                 {
                     PendingGradients.Add(replaced);

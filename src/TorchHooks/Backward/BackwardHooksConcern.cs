@@ -242,7 +242,7 @@ namespace TorchHooks
         private Tensor?[] OutputBackward(Tensor?[] grads)
         {
             if (_observed) _backwardStart = Stopwatch.GetTimestamp();
-            if (BackwardHookFailures.HasPending) return grads;
+            if (BackwardHookFailures.HasPendingFor(_node)) return grads;
             var gradOutputs = Spread(grads, OutputIndex!, OutputCount);
             foreach (var entry in _pre)
             {
@@ -284,7 +284,7 @@ namespace TorchHooks
             // The gradient reached the inputs without passing through the outputs (e.g. a second backward): no firing.
             if (gradOutputs is null) return grads;
             foreach (var g in gradOutputs) PendingGradients.Add(g);
-            if (BackwardHookFailures.HasPending) return grads;
+            if (BackwardHookFailures.HasPendingFor(_node)) return grads;
             var gradInputs = Spread(grads, InputIndex!, InputCount);
             if (_zeroInputs is not null)
                 foreach (var (position, shape, dtype, device) in _zeroInputs)
