@@ -126,7 +126,7 @@ namespace TorchHooks.Benchmarks
         };
 
         /// <summary>The paired runners the docs command runs after the BenchmarkDotNet suites (their cases: <c>CaseKeys</c>).</summary>
-        public static readonly Type[] PairedSuites = { typeof(TracingPaired) };
+        public static readonly Type[] PairedSuites = { typeof(TracingPaired), typeof(BackwardPaired) };
 
         public static int Run(string[] args)
         {
@@ -201,8 +201,17 @@ namespace TorchHooks.Benchmarks
 
             var loadEnd = Machine.LoadAverage();
             total.Stop();
+            // Suite 7, backward hooks (BackwardPaired.cs): likewise, alternating with the PyTorch script's backward rounds.
+            BackwardPaired.Result? backward = null;
+            if (only is null || only.Contains("Backward", StringComparer.OrdinalIgnoreCase))
+            {
+                Console.WriteLine("// ===== Backward: paired rounds with PyTorch =====");
+                backward = BackwardPaired.Measure(root, python, dry ? 2 : roundsOverride ?? 21, dry ? 20 : 200, log: true);
+            }
+
             var paired = new List<PairedSection>();
             if (tracing is not null) paired.Add(TracingPaired.Section(tracing));   // section 6 and its goal row
+            if (backward is not null) paired.Add(BackwardPaired.Section(backward));   // section 7 and its goal rows
             var md = Report.Render(machine, runs, outOfProcess, py, sanity, dry, loadStart, loadEnd, total.Elapsed, paired);
             if (write)
             {

@@ -88,6 +88,12 @@ namespace TorchHooks.Benchmarks
         public static readonly GoalSpec Tracer = new("6", typeof(TracingPaired), "`ModuleTracer` (tensor details recorded), tiny MLP: extra per module call over untraced",
             $"≤ {TracingPaired.GoalNs:0} ns", TracingPaired.TracerCase, TracingPaired.OffCase);
 
+        // 7: backward hooks (paired with PyTorch; its cases are BackwardPaired.CaseKeys)
+        public static readonly GoalSpec BackwardFullHook = new("7", typeof(BackwardPaired), "one full backward hook per module, tiny MLP: extra per module call (forward + backward)",
+            $"≤ {BackwardPaired.GoalRatio:0.0}× PyTorch's", BackwardPaired.FullCase, BackwardPaired.NoneCase);
+        public static readonly GoalSpec BackwardAlloc = new("7", typeof(BackwardPaired), "one full backward hook per module, tiny MLP: managed allocation per module call",
+            $"≤ {BackwardPaired.GoalBytes:0} B", BackwardPaired.FullCase, BackwardPaired.NoneCase);
+
         /// <summary>Every goal declared above (fields and arrays), in declaration order.</summary>
         public static IEnumerable<GoalSpec> All =>
             typeof(Goals).GetFields(BindingFlags.Public | BindingFlags.Static).SelectMany(f => f.GetValue(null) switch

@@ -205,8 +205,8 @@ namespace TorchHooks.Benchmarks
             return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
         }
 
-        /// <summary>benchmarks/pytorch_hook_cost.py --serve-profiler as a child process: one profiler round per request.</summary>
-        private sealed class ProfilerProcess : IDisposable
+        /// <summary>benchmarks/pytorch_hook_cost.py --serve-profiler (or another --serve-* mode) as a child process: one round per request.</summary>
+        internal sealed class ProfilerProcess : IDisposable
         {
             private readonly Process _process;
             public string TorchVersion = "?";
@@ -215,7 +215,7 @@ namespace TorchHooks.Benchmarks
 
             private ProfilerProcess(Process process) => _process = process;
 
-            public static ProfilerProcess? Start(string root, int number, out string? error)
+            public static ProfilerProcess? Start(string root, int number, out string? error, string mode = "--serve-profiler")
             {
                 error = null;
                 if (!File.Exists(PyTorchResult.Python)) { error = $"{PyTorchResult.Python} not found"; return null; }
@@ -224,7 +224,7 @@ namespace TorchHooks.Benchmarks
                     WorkingDirectory = root, RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true,
                 };
                 psi.ArgumentList.Add(PyTorchResult.Script);
-                psi.ArgumentList.Add("--serve-profiler");
+                psi.ArgumentList.Add(mode);
                 psi.ArgumentList.Add("--number");
                 psi.ArgumentList.Add(number.ToString(CultureInfo.InvariantCulture));
                 var p = new ProfilerProcess(Process.Start(psi)!);
@@ -238,8 +238,8 @@ namespace TorchHooks.Benchmarks
                 return p;
             }
 
-            /// <summary>One round: ns per forward per case, or null if the script failed.</summary>
-            public Dictionary<string, double>? Round()
+            /// <summary>One round: the script's answer (a JSON object), or null if the script failed.</summary>
+            public JsonElement? RoundJson()
             {
                 try
                 {
@@ -248,9 +248,15 @@ namespace TorchHooks.Benchmarks
                 }
                 catch (IOException e) { Error = e.Message; return null; }
                 var line = ReadLine("ROUND ");
-                if (line is null) return null;
+                return line is null ? null : JsonDocument.Parse(line).RootElement.Clone();
+            }
+
+            /// <summary>One profiler round: ns per forward per case, or null if the script failed.</summary>
+            public Dictionary<string, double>? Round()
+            {
+                if (RoundJson() is not { } json) return null;
                 var sample = new Dictionary<string, double>();
-                foreach (var p in JsonDocument.Parse(line).RootElement.EnumerateObject()) sample[p.Name] = p.Value.GetDouble();
+                foreach (var p in json.EnumerateObject()) sample[p.Name] = p.Value.GetDouble();
                 return sample;
             }
 
