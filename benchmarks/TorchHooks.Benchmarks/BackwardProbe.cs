@@ -11,7 +11,8 @@ namespace TorchHooks.Benchmarks
     /// <c>--backward-probe [rounds]</c>: suite 6's step (tiny MLP, forward + backward through the facade, one thread),
     /// without and with one no-op full backward hook on each of its 9 modules, alternating in rounds in one process;
     /// per round the median of 200 steps, split into forward and backward; prints medians over rounds and the extra
-    /// per module call, plus managed bytes allocated per step.
+    /// per module call, plus managed bytes allocated per step. <c>--profile-seconds S</c>: only hooked steps for S
+    /// seconds (run it under <c>perf record</c> with <c>DOTNET_PerfMapEnabled=1</c> to see where a hooked step's time goes).
     /// </summary>
     internal static class BackwardProbe
     {
@@ -58,6 +59,15 @@ namespace TorchHooks.Benchmarks
             for (int i = 0; i < 300; i++) Step();
             foreach (var p in facade.HookPoints()) handles.Add(p.register_full_backward_hook(hook));
             for (int i = 0; i < 300; i++) Step();
+            if (args.SkipWhile(a => a != "--profile-seconds").Skip(1).Select(a => double.TryParse(a, out var s) ? s : 0).FirstOrDefault() is > 0 and var seconds)
+            {
+                // For perf (DOTNET_PerfMapEnabled=1): only hooked steps, for the given time; prints steps done.
+                var sw = Stopwatch.StartNew();
+                long steps = 0;
+                while (sw.Elapsed.TotalSeconds < seconds) { Step(); steps++; }
+                Console.WriteLine($"profile: {steps} hooked steps in {sw.Elapsed.TotalSeconds:F1} s");
+                return 0;
+            }
             foreach (var h in handles) h.remove();
             handles.Clear();
 

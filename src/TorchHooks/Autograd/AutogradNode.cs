@@ -38,13 +38,11 @@ namespace TorchHooks
         /// </summary>
         public static void Identity(GradientSite site, ReadOnlySpan<Tensor> tensors, Span<Tensor> results) => Apply(site, tensors, tensors, results);
 
-        /// <summary>As <see cref="Identity(GradientSite, ReadOnlySpan{Tensor}, Span{Tensor})"/>, for a list; returns the views.</summary>
-        public static Tensor[] Identity(GradientSite site, IReadOnlyList<Tensor> tensors)
+        /// <summary>As <see cref="Identity(GradientSite, ReadOnlySpan{Tensor}, Span{Tensor})"/>; returns the views.</summary>
+        public static Tensor[] Identity(GradientSite site, Tensor[] tensors)
         {
-            var input = new Tensor[tensors.Count];
-            for (int i = 0; i < input.Length; i++) input[i] = tensors[i];
-            var results = new Tensor[input.Length];
-            Apply(site, input, input, results);
+            var results = new Tensor[tensors.Length];
+            Apply(site, tensors, tensors, results);
             return results;
         }
 
@@ -224,7 +222,6 @@ namespace TorchHooks
                     back = site!.OnBackward(grads);
                     if (back.Length != n)
                         throw new InvalidOperationException($"The gradient site returned {back.Length} gradients for a node with {n} inputs.");
-                    for (int i = 0; i < n; i++) PendingGradients.Add(back[i]);
                 }
                 catch (Exception e)
                 {
@@ -253,6 +250,8 @@ namespace TorchHooks
     /// One place in the graph where gradients pass through an <see cref="AutogradNode"/>: a module call's input or output
     /// side, or a tensor's gradient hook. Receives one gradient per node output (null = undefined, PyTorch's None) and
     /// returns one per node input. Implementations may throw: the node stashes the exception (never lets it reach libtorch).
+    /// The gradients it receives are disposed after the next callback (<see cref="PendingGradients"/>); a tensor it creates
+    /// and returns must be handed to <see cref="PendingGradients.Add"/> (libtorch copies it after the callback returns).
     /// </summary>
     internal abstract class GradientSite
     {
@@ -297,15 +296,30 @@ namespace TorchHooks
             return t;
         }
 
-        /// <summary>Disposes every handle kept on this thread, unless a callback is running on it.</summary>
+        /// <summary>
+        /// Takes <paramref name="tensors"/> out of this thread's pending handles: a site keeps them past the callback
+        /// (an output node's grad_output, for its input node) and hands them back with <see cref="Add"/> when done.
+        /// </summary>
+        public static void Keep(Tensor?[] tensors)
+        {
+            var list = t_tensors;
+            if (list is null) return;
+            foreach (var t in tensors)
+            {
+                if (t is null) continue;
+                for (int i = list.Count - 1; i >= 0; i--)
+                    if (ReferenceEquals(list[i], t)) list.RemoveAt(i);
+            }
+        }
+
+        /// <summary>Disposes every handle kept on this thread, unless a callback is running on it (a handle listed twice is disposed once).</summary>
         public static void DisposeAll()
         {
             var list = t_tensors;
             if (list is null || list.Count == 0 || t_depth > 1) return;
-            t_tensors = null;
-            var seen = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
-            foreach (var t in list)
-                if (seen.Add(t)) t.Dispose();
+            for (int i = 0; i < list.Count; i++)
+                if (!list[i].IsInvalid) list[i].Dispose();
+            list.Clear();
         }
     }
 }
