@@ -15,8 +15,9 @@ namespace TorchHooks
     /// <c>std::weak_ptr*</c>) passed and returned by value; <c>TensorArray</c> is a pointer and an <c>int64_t</c> count; C++
     /// <c>bool</c> is one byte. Each export catches libtorch's C++ exceptions and leaves the message for
     /// <c>THSTorch_get_and_reset_last_err</c> (checked after every call, as TorchSharp's <c>CheckForErrors</c> does).</para>
-    /// <para>These transitions keep the GC transition (no <c>SuppressGCTransition</c>): node construction and output
-    /// wrapping allocate and take locks in libtorch.</para>
+    /// <para>The node calls keep the GC transition: node construction and output wrapping allocate and take locks in
+    /// libtorch. The error check, <c>requires_grad</c> and the grad mode are field and thread-local reads that neither
+    /// block nor call back, so they skip it (<c>SuppressGCTransition</c>), as <see cref="TensorNative"/>'s reads do.</para>
     /// </remarks>
     internal static unsafe class AutogradNative
     {
@@ -31,6 +32,8 @@ namespace TorchHooks
             "THSAutograd_Function_wrapOutputs",
             "THSTensor_dispose",
             "THSTorch_get_and_reset_last_err",
+            "THSTensor_requires_grad",
+            "THSAutograd_isGradEnabled",
         };
 
         /// <summary><c>CSharpNodePtr</c>: the node's <c>std::shared_ptr</c> and <c>std::weak_ptr</c>, each on the native heap.</summary>
@@ -56,7 +59,9 @@ namespace TorchHooks
         internal static delegate* unmanaged[Cdecl]<NodePtr, void> ClearInputMetadata;
         internal static delegate* unmanaged[Cdecl]<TensorArray, TensorArray, TensorArray, TensorArray, NodePtr, delegate* unmanaged[Cdecl]<nuint, IntPtr>, void> WrapOutputs;
         internal static delegate* unmanaged[Cdecl]<IntPtr, void> TensorDispose;
-        private static delegate* unmanaged[Cdecl]<IntPtr> s_lastError;
+        private static delegate* unmanaged[Cdecl, SuppressGCTransition]<IntPtr> s_lastError;
+        private static delegate* unmanaged[Cdecl, SuppressGCTransition]<IntPtr, byte> s_requiresGrad;
+        private static delegate* unmanaged[Cdecl, SuppressGCTransition]<byte> s_gradEnabled;
 
         private static readonly string? s_missing = Bind();
 
@@ -86,7 +91,9 @@ namespace TorchHooks
                 ClearInputMetadata = (delegate* unmanaged[Cdecl]<NodePtr, void>)found[4];
                 WrapOutputs = (delegate* unmanaged[Cdecl]<TensorArray, TensorArray, TensorArray, TensorArray, NodePtr, delegate* unmanaged[Cdecl]<nuint, IntPtr>, void>)found[5];
                 TensorDispose = (delegate* unmanaged[Cdecl]<IntPtr, void>)found[6];
-                s_lastError = (delegate* unmanaged[Cdecl]<IntPtr>)found[7];
+                s_lastError = (delegate* unmanaged[Cdecl, SuppressGCTransition]<IntPtr>)found[7];
+                s_requiresGrad = (delegate* unmanaged[Cdecl, SuppressGCTransition]<IntPtr, byte>)found[8];
+                s_gradEnabled = (delegate* unmanaged[Cdecl, SuppressGCTransition]<byte>)found[9];
                 return null;
             }
             catch (Exception e) when (e is DllNotFoundException or BadImageFormatException or TypeInitializationException or NotSupportedException)
@@ -94,6 +101,12 @@ namespace TorchHooks
                 return "LibTorchSharp (" + e.Message + ")";
             }
         }
+
+        /// <summary><c>tensor.requires_grad</c> without TorchSharp's transition and error check (a field read in libtorch); TorchSharp's property if unbound.</summary>
+        public static bool RequiresGrad(torch.Tensor tensor) => s_missing is null ? s_requiresGrad(tensor.Handle) != 0 : tensor.requires_grad;
+
+        /// <summary><c>torch.is_grad_enabled()</c> likewise (a thread-local read).</summary>
+        public static bool IsGradEnabled() => s_missing is null ? s_gradEnabled() != 0 : torch.is_grad_enabled();
 
         /// <summary>TorchSharp's <c>CheckForErrors</c>: throws the message a LibTorchSharp export left for this thread.</summary>
         public static void Check()

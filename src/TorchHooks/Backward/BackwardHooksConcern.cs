@@ -60,11 +60,11 @@ namespace TorchHooks
                 var state = Unsafe.As<State>(frame.State(Instance.Slot) ??= new State());
                 state.Call = call;
                 // No input node where no hook needs it: only full hooks (and a tracer's timing) run there.
-                bool wrap = call.NeedsInputNode && torch.is_grad_enabled();
+                bool wrap = call.NeedsInputNode && AutogradNative.IsGradEnabled();
                 if (args is Tensor one)   // one positional tensor: the usual case, without arrays
                 {
                     call.InputCount = 1;
-                    if (!wrap || one.IsInvalid || !one.requires_grad) return;
+                    if (!wrap || one.IsInvalid || !AutogradNative.RequiresGrad(one)) return;
                     Tensor view = null!;
                     AutogradNode.Identity(call.InputSite, new ReadOnlySpan<Tensor>(in one), new Span<Tensor>(ref view));
                     call.InputIndex = BackwardCall.Single;
@@ -94,7 +94,7 @@ namespace TorchHooks
                 if (result is Tensor one)   // one output tensor: the usual case, without arrays
                 {
                     call.OutputCount = 1;
-                    if (torch.is_grad_enabled() && !one.IsInvalid && one.requires_grad)
+                    if (AutogradNative.IsGradEnabled() && !one.IsInvalid && AutogradNative.RequiresGrad(one))
                     {
                         Tensor view = null!;
                         AutogradNode.Identity(call.OutputSite, new ReadOnlySpan<Tensor>(in one), new Span<Tensor>(ref view));
@@ -109,7 +109,7 @@ namespace TorchHooks
                 {
                     var items = Items(result, out int n);
                     call.OutputCount = n;
-                    var (index, tensors) = torch.is_grad_enabled() ? RequiringGrad(items) : (null, null!);
+                    var (index, tensors) = AutogradNative.IsGradEnabled() ? RequiringGrad(items) : (null, null!);
                     if (index is not null)
                     {
                         var views = AutogradNode.Identity(call.OutputSite, tensors);
@@ -169,13 +169,13 @@ namespace TorchHooks
         {
             int count = 0;
             for (int i = 0; i < items.Length; i++)
-                if (items[i] is Tensor t && !t.IsInvalid && t.requires_grad) count++;
+                if (items[i] is Tensor t && !t.IsInvalid && AutogradNative.RequiresGrad(t)) count++;
             if (count == 0) return (null, Array.Empty<Tensor>());
             var index = new int[count];
             var tensors = new Tensor[count];
             for (int i = 0, k = 0; i < items.Length; i++)
             {
-                if (items[i] is Tensor t && !t.IsInvalid && t.requires_grad)
+                if (items[i] is Tensor t && !t.IsInvalid && AutogradNative.RequiresGrad(t))
                 {
                     index[k] = i;
                     tensors[k++] = t;
