@@ -80,7 +80,7 @@ namespace TorchHooks.Benchmarks
 
         public static int Run(string[] args)
         {
-            int rounds = int.TryParse(Arg(args, "--rounds"), out var r) && r > 0 ? r : 21;
+            int rounds = int.TryParse(DocsRun.Arg(args, "--rounds"), out var r) && r > 0 ? r : 21;
             var result = Measure(DocsRun.FindRepoRoot(), python: !args.Contains("--no-python"), rounds, number: 200, log: true);
             Console.WriteLine(Markdown(result));
             return 0;
@@ -239,12 +239,6 @@ namespace TorchHooks.Benchmarks
             else if (r.TorchVersion is not null && r[$"py.{PreCase}"] is null)
                 sb.AppendLine().AppendLine($"PyTorch {r.TorchVersion} has no backward pre-hooks (they came with 2.0): no PyTorch row for them.");
             return sb.ToString();
-        }
-
-        private static string? Arg(string[] args, string name)
-        {
-            int i = Array.IndexOf(args, name);
-            return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
         }
     }
 }

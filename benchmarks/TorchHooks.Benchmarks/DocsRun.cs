@@ -364,7 +364,7 @@ namespace TorchHooks.Benchmarks
             return done;
         }
 
-        private static string? Arg(string[] args, string name)
+        internal static string? Arg(string[] args, string name)
         {
             int i = Array.IndexOf(args, name);
             return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
