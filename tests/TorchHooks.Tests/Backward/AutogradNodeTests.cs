@@ -82,6 +82,14 @@ namespace TorchHooks.Tests.Backward
             v[0].Dispose();
         }
 
+        [Test(Description = "every LibTorchSharp export the node binds is found in the runtime this suite runs on")]
+        public void EveryBoundExportIsFound()
+        {
+            Assert.That(AutogradNative.Symbols, Has.Length.EqualTo(10).And.Unique);
+            Assert.DoesNotThrow(AutogradNative.EnsureBound);
+            Assert.That(AutogradNative.Bound, Is.True);
+        }
+
         [Test]
         public void ApplyRejectsMismatchedSpans()
         {
