@@ -3,7 +3,7 @@ using System.Threading;
 
 namespace TorchHooks
 {
-    // The backward hooks' registration on the per-module node (Tree/HookPoint.cs); the call-path steps are in BackwardHooksConcern.cs.
+    // The backward hooks' registration on the per-module node (ModuleTree/HookPoint.cs); the call-path steps are in BackwardHooksConcern.cs.
     public abstract partial class HookPoint
     {
         private HookList? _backwardPre;

@@ -17,19 +17,9 @@ namespace TorchHooks.Tests.ModelHooks
     [TestFixture]
     public class ModelHookTests
     {
+        /// <summary>The golden script's model: Linear(3, 3) → Linear(3, 2), float64, the weights of the other goldens.</summary>
         private static nn.Module<Tensor, Tensor> GoldenModel()
-        {
-            var net = nn.Sequential(nn.Linear(3, 3, dtype: float64), nn.Linear(3, 2, dtype: float64));
-            using var _ = no_grad();
-            int k = 0;
-            foreach (var (_, p) in net.named_parameters())
-            {
-                using var values = (sin(arange(p.numel(), dtype: float64) * 0.37 + k) * 0.5).reshape(p.shape);
-                p.copy_(values);
-                k++;
-            }
-            return net;
-        }
+            => TorchHooks.Tests.Backward.BackwardGoldenTests.Init(nn.Sequential(nn.Linear(3, 3, dtype: float64), nn.Linear(3, 2, dtype: float64)));
 
         /// <summary>Records its calls; pre_forward scales the input, post_forward shifts the output (the golden script's Recorder).</summary>
         private sealed class Recorder : ModelHook
@@ -156,6 +146,24 @@ namespace TorchHooks.Tests.ModelHooks
             Assert.That(log, Has.Count.EqualTo(1), "a removed hook is not detached twice");
             Assert.That(node.model_hook, Is.Null);
             Assert.That(node.ActiveConcerns, Is.Zero, "no call-path hook: the module is back on the fast path");
+        }
+
+        [Test(Description = "Selected by type inside a Hooks(...) scope (docs/call-path-hooks.md): the scope detaches every hook it attached, and only those")]
+        public void ScopeDetachesEveryHookItAttached()
+        {
+            var log = new List<string>();
+            var m = nn.Sequential(("a", nn.Linear(2, 2)), ("act", nn.ReLU()), ("b", nn.Linear(2, 2))).WithHooks();
+            using var kept = m["act"].add_hook_to_module(new Lifecycle("K", log));
+            var hook = new Lifecycle("L", log);
+            using (m.Hooks(() => { foreach (var p in m.HookPoints<TorchSharp.Modules.Linear>()) p.add_hook_to_module(hook); }))
+            {
+                Assert.That(m["a"].model_hook, Is.SameAs(hook));
+                Assert.That(m["b"].model_hook, Is.SameAs(hook));
+            }
+            Assert.That(m["a"].model_hook, Is.Null);
+            Assert.That(m["b"].model_hook, Is.Null);
+            Assert.That(m["act"].model_hook, Is.InstanceOf<Lifecycle>(), "a hook attached outside the scope stays");
+            Assert.That(log, Is.EqualTo(new[] { "K.init", "L.init", "L.init", "L.detach", "L.detach" }));
         }
 
         [Test(Description = "A hook whose init_hook throws is not attached; a null hook is refused naming the argument")]
