@@ -25,69 +25,54 @@ namespace TorchHooks
     /// </remarks>
     internal static unsafe class AutocastNative
     {
-        /// <summary>One exported C++ function: its Itanium (Linux/macOS) and MSVC (Windows) names.</summary>
-        internal readonly struct Symbol
-        {
-            public readonly string Signature;
-            public readonly string Itanium;
-            public readonly string Msvc;
-
-            public Symbol(string signature, string itanium, string msvc)
-            {
-                Signature = signature; Itanium = itanium; Msvc = msvc;
-            }
-
-            public string NameFor(bool windows) => windows ? Msvc : Itanium;
-        }
-
-        // Itanium names: checked against libtorch_cpu.so of libtorch-cpu-linux-x64 2.10.0 (nm -D) and run here.
-        // MSVC names: only set_autocast_enabled was observed in torch_cpu.dll; the others are derived by the same
-        // MSVC decoration rules (YA = __cdecl free function, X = void, _N = bool, _J = __int64, ?AW4 = enum returned
-        // by value, W4 = enum parameter, digits = name back-references) and agree with clang's MSVC-ABI mangling of
-        // the declarations in tests/TorchHooks.Tests/Goldens/autocast/mangled_names.cpp. Untested on Windows.
-        internal static readonly Symbol SetEnabled = new(
+        // Every name below is checked by the test suite against the export tables of libtorch-cpu-linux-x64,
+        // libtorch-cpu-win-x64 and libtorch-cpu-osx-arm64 2.10.0 (tests/TorchHooks.Tests/Goldens/native/exports.json,
+        // NativeExportTests); the Linux names are also resolved in the loaded library and run there. A name added here
+        // is checked the same way as soon as it is a NativeSymbol field (see NativeSymbol). MSVC encodes the return
+        // type: increment_nesting/decrement_nesting return int in libtorch 2.10 ("H"), not int64_t ("_J").
+        internal static readonly NativeSymbol SetEnabled = NativeSymbol.Cpp(NativeLibraryId.TorchCpu,
             "void at::autocast::set_autocast_enabled(c10::DeviceType, bool)",
             "_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb",
             "?set_autocast_enabled@autocast@at@@YAXW4DeviceType@c10@@_N@Z");
-        internal static readonly Symbol IsEnabled = new(
+        internal static readonly NativeSymbol IsEnabled = NativeSymbol.Cpp(NativeLibraryId.TorchCpu,
             "bool at::autocast::is_autocast_enabled(c10::DeviceType)",
             "_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE",
             "?is_autocast_enabled@autocast@at@@YA_NW4DeviceType@c10@@@Z");
-        internal static readonly Symbol SetDtype = new(
+        internal static readonly NativeSymbol SetDtype = NativeSymbol.Cpp(NativeLibraryId.TorchCpu,
             "void at::autocast::set_autocast_dtype(c10::DeviceType, c10::ScalarType)",
             "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE",
             "?set_autocast_dtype@autocast@at@@YAXW4DeviceType@c10@@W4ScalarType@4@@Z");
-        internal static readonly Symbol GetDtype = new(
+        internal static readonly NativeSymbol GetDtype = NativeSymbol.Cpp(NativeLibraryId.TorchCpu,
             "c10::ScalarType at::autocast::get_autocast_dtype(c10::DeviceType)",
             "_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE",
             "?get_autocast_dtype@autocast@at@@YA?AW4ScalarType@c10@@W4DeviceType@4@@Z");
-        internal static readonly Symbol IncrementNestingSymbol = new(
-            "int64_t at::autocast::increment_nesting()",
+        internal static readonly NativeSymbol IncrementNestingSymbol = NativeSymbol.Cpp(NativeLibraryId.TorchCpu,
+            "int at::autocast::increment_nesting()",
             "_ZN2at8autocast17increment_nestingEv",
-            "?increment_nesting@autocast@at@@YA_JXZ");
-        internal static readonly Symbol DecrementNestingSymbol = new(
-            "int64_t at::autocast::decrement_nesting()",
+            "?increment_nesting@autocast@at@@YAHXZ");
+        internal static readonly NativeSymbol DecrementNestingSymbol = NativeSymbol.Cpp(NativeLibraryId.TorchCpu,
+            "int at::autocast::decrement_nesting()",
             "_ZN2at8autocast17decrement_nestingEv",
-            "?decrement_nesting@autocast@at@@YA_JXZ");
-        internal static readonly Symbol ClearCacheSymbol = new(
+            "?decrement_nesting@autocast@at@@YAHXZ");
+        internal static readonly NativeSymbol ClearCacheSymbol = NativeSymbol.Cpp(NativeLibraryId.TorchCpu,
             "void at::autocast::clear_cache()",
             "_ZN2at8autocast11clear_cacheEv",
             "?clear_cache@autocast@at@@YAXXZ");
-        internal static readonly Symbol SetCacheEnabled = new(
+        internal static readonly NativeSymbol SetCacheEnabled = NativeSymbol.Cpp(NativeLibraryId.TorchCpu,
             "void at::autocast::set_autocast_cache_enabled(bool)",
             "_ZN2at8autocast26set_autocast_cache_enabledEb",
             "?set_autocast_cache_enabled@autocast@at@@YAX_N@Z");
-        internal static readonly Symbol IsCacheEnabled = new(
+        internal static readonly NativeSymbol IsCacheEnabled = NativeSymbol.Cpp(NativeLibraryId.TorchCpu,
             "bool at::autocast::is_autocast_cache_enabled()",
             "_ZN2at8autocast25is_autocast_cache_enabledEv",
             "?is_autocast_cache_enabled@autocast@at@@YA_NXZ");
 
-        internal static readonly Symbol VersionSymbol = new(
+        internal static readonly NativeSymbol VersionSymbol = NativeSymbol.Cpp(NativeLibraryId.TorchCpu,
             "int64_t at::TensorBase::_version() const",
             "_ZNK2at10TensorBase8_versionEv",
             "?_version@TensorBase@at@@QEBA_JXZ");
 
-        internal const string ExpectedLibTorch = "libtorch 2.10.0 as shipped with TorchSharp 0.107.0";
+        internal const string ExpectedLibTorch = NativeSymbol.CheckedAgainst;
 
         // The trivial TLS accessors run without a GC transition; clear_cache (takes a mutex and frees
         // tensors) runs with one.
@@ -95,8 +80,8 @@ namespace TorchHooks
         private static delegate* unmanaged[Cdecl, SuppressGCTransition]<sbyte, byte> s_isEnabled;
         private static delegate* unmanaged[Cdecl, SuppressGCTransition]<sbyte, sbyte, void> s_setDtype;
         private static delegate* unmanaged[Cdecl, SuppressGCTransition]<sbyte, sbyte> s_getDtype;
-        private static delegate* unmanaged[Cdecl, SuppressGCTransition]<long> s_increment;
-        private static delegate* unmanaged[Cdecl, SuppressGCTransition]<long> s_decrement;
+        private static delegate* unmanaged[Cdecl, SuppressGCTransition]<int> s_increment;
+        private static delegate* unmanaged[Cdecl, SuppressGCTransition]<int> s_decrement;
         private static delegate* unmanaged[Cdecl]<void> s_clearCache;
         private static delegate* unmanaged[Cdecl, SuppressGCTransition]<byte, void> s_setCacheEnabled;
         private static delegate* unmanaged[Cdecl, SuppressGCTransition]<byte> s_isCacheEnabled;
@@ -122,8 +107,8 @@ namespace TorchHooks
                 s_isEnabled = (delegate* unmanaged[Cdecl, SuppressGCTransition]<sbyte, byte>)Resolve(lib, IsEnabled, windows);
                 s_setDtype = (delegate* unmanaged[Cdecl, SuppressGCTransition]<sbyte, sbyte, void>)Resolve(lib, SetDtype, windows);
                 s_getDtype = (delegate* unmanaged[Cdecl, SuppressGCTransition]<sbyte, sbyte>)Resolve(lib, GetDtype, windows);
-                s_increment = (delegate* unmanaged[Cdecl, SuppressGCTransition]<long>)Resolve(lib, IncrementNestingSymbol, windows);
-                s_decrement = (delegate* unmanaged[Cdecl, SuppressGCTransition]<long>)Resolve(lib, DecrementNestingSymbol, windows);
+                s_increment = (delegate* unmanaged[Cdecl, SuppressGCTransition]<int>)Resolve(lib, IncrementNestingSymbol, windows);
+                s_decrement = (delegate* unmanaged[Cdecl, SuppressGCTransition]<int>)Resolve(lib, DecrementNestingSymbol, windows);
                 s_clearCache = (delegate* unmanaged[Cdecl]<void>)Resolve(lib, ClearCacheSymbol, windows);
                 s_setCacheEnabled = (delegate* unmanaged[Cdecl, SuppressGCTransition]<byte, void>)Resolve(lib, SetCacheEnabled, windows);
                 s_isCacheEnabled = (delegate* unmanaged[Cdecl, SuppressGCTransition]<byte>)Resolve(lib, IsCacheEnabled, windows);
@@ -133,21 +118,9 @@ namespace TorchHooks
         }
 
         /// <summary>The address of <paramref name="symbol"/> in <paramref name="library"/>, or a <see cref="NotSupportedException"/>.</summary>
-        internal static IntPtr Resolve(IntPtr library, Symbol symbol, bool windows)
-        {
-            var name = symbol.NameFor(windows);
-            if (NativeLibrary.TryGetExport(library, name, out var address) && address != IntPtr.Zero)
-                return address;
-            throw new NotSupportedException(
-                $"The loaded libtorch_cpu does not export '{name}' ({symbol.Signature}). " +
-                $"TorchHooks' autocast binds to {ExpectedLibTorch}; use that TorchSharp/libtorch pair " +
-                "(a different libtorch version may have renamed or changed this function).");
-        }
+        internal static IntPtr Resolve(IntPtr library, NativeSymbol symbol, bool windows) => symbol.Resolve(library, windows);
 
-        private static string TorchCpuFileName =>
-            RuntimeInformation.IsOSPlatform(OSPlatform.Windows) ? "torch_cpu.dll" :
-            RuntimeInformation.IsOSPlatform(OSPlatform.OSX) ? "libtorch_cpu.dylib" :
-            "libtorch_cpu.so";
+        private static string TorchCpuFileName => NativeSymbol.FileName(NativeLibraryId.TorchCpu);
 
         /// <summary>
         /// The handle of the libtorch_cpu TorchSharp uses. TorchSharp loads it first (by name, relative to
@@ -191,8 +164,8 @@ namespace TorchHooks
         internal static bool IsAutocastEnabled(DeviceType device) => s_isEnabled((sbyte)device) != 0;
         internal static void SetAutocastDtype(DeviceType device, torch.ScalarType dtype) => s_setDtype((sbyte)device, (sbyte)dtype);
         internal static torch.ScalarType GetAutocastDtype(DeviceType device) => (torch.ScalarType)s_getDtype((sbyte)device);
-        internal static long IncrementNesting() => s_increment();
-        internal static long DecrementNesting() => s_decrement();
+        internal static int IncrementNesting() => s_increment();
+        internal static int DecrementNesting() => s_decrement();
         internal static void ClearAutocastCache() => s_clearCache();
         internal static void SetAutocastCacheEnabled(bool enabled) => s_setCacheEnabled(enabled ? (byte)1 : (byte)0);
         internal static bool IsAutocastCacheEnabled() => s_isCacheEnabled() != 0;
@@ -205,7 +178,7 @@ namespace TorchHooks
         internal static long TensorVersion(torch.Tensor tensor) => s_version(tensor.Handle);
 
         /// <summary>libtorch's nesting counter for this thread (read by incrementing and decrementing it).</summary>
-        internal static long CurrentNesting()
+        internal static int CurrentNesting()
         {
             EnsureBound();
             var n = s_increment() - 1;

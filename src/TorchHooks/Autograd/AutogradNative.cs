@@ -21,19 +21,25 @@ namespace TorchHooks
     /// </remarks>
     internal static unsafe class AutogradNative
     {
-        /// <summary>Every export bound here, by name (listed for the check that every symbol TorchHooks binds is exported).</summary>
-        internal static readonly string[] Symbols =
+        // LibTorchSharp's C exports (THSAutograd.h, THSTensor.h, THSTorch.h of TorchSharp 0.107.0): one name on every OS.
+        private static NativeSymbol C(string signature, string name) => NativeSymbol.C(NativeLibraryId.LibTorchSharp, signature, name);
+
+        internal static readonly NativeSymbol CtorSymbol = C("CSharpNodePtr THSAutograd_CSharpNode_ctor(TensorArray (*applyFunc)(Tensor*, int), void (*managedDeleteNode)())", "THSAutograd_CSharpNode_ctor");
+        internal static readonly NativeSymbol DisposeSharedSymbol = C("void THSAutograd_CSharpNode_disposeSharedPtr(CSharpNodePtr node)", "THSAutograd_CSharpNode_disposeSharedPtr");
+        internal static readonly NativeSymbol DisposeWeakSymbol = C("void THSAutograd_CSharpNode_disposeWeakPtr(CSharpNodePtr node)", "THSAutograd_CSharpNode_disposeWeakPtr");
+        internal static readonly NativeSymbol SetNextEdgesSymbol = C("void THSAutograd_CSharpNode_setNextEdges(CSharpNodePtr node, TensorArray vars, bool is_executable)", "THSAutograd_CSharpNode_setNextEdges");
+        internal static readonly NativeSymbol ClearInputMetadataSymbol = C("void THSAutograd_CSharpNode_clearInputMetadata(CSharpNodePtr node)", "THSAutograd_CSharpNode_clearInputMetadata");
+        internal static readonly NativeSymbol WrapOutputsSymbol = C("void THSAutograd_Function_wrapOutputs(TensorArray vars, TensorArray nonDiff, TensorArray dirty, TensorArray outputs, CSharpNodePtr node, Tensor* (*allocator)(size_t))", "THSAutograd_Function_wrapOutputs");
+        internal static readonly NativeSymbol TensorDisposeSymbol = C("void THSTensor_dispose(Tensor tensor)", "THSTensor_dispose");
+        internal static readonly NativeSymbol LastErrorSymbol = C("const char* THSTorch_get_and_reset_last_err()", "THSTorch_get_and_reset_last_err");
+        internal static readonly NativeSymbol RequiresGradSymbol = C("bool THSTensor_requires_grad(const Tensor tensor)", "THSTensor_requires_grad");
+        internal static readonly NativeSymbol GradEnabledSymbol = C("bool THSAutograd_isGradEnabled()", "THSAutograd_isGradEnabled");
+
+        /// <summary>Every export bound here, in binding order (each also a field above, so the export tests list it).</summary>
+        internal static readonly NativeSymbol[] Symbols =
         {
-            "THSAutograd_CSharpNode_ctor",
-            "THSAutograd_CSharpNode_disposeSharedPtr",
-            "THSAutograd_CSharpNode_disposeWeakPtr",
-            "THSAutograd_CSharpNode_setNextEdges",
-            "THSAutograd_CSharpNode_clearInputMetadata",
-            "THSAutograd_Function_wrapOutputs",
-            "THSTensor_dispose",
-            "THSTorch_get_and_reset_last_err",
-            "THSTensor_requires_grad",
-            "THSAutograd_isGradEnabled",
+            CtorSymbol, DisposeSharedSymbol, DisposeWeakSymbol, SetNextEdgesSymbol, ClearInputMetadataSymbol,
+            WrapOutputsSymbol, TensorDisposeSymbol, LastErrorSymbol, RequiresGradSymbol, GradEnabledSymbol,
         };
 
         /// <summary><c>CSharpNodePtr</c>: the node's <c>std::shared_ptr</c> and <c>std::weak_ptr</c>, each on the native heap.</summary>
@@ -83,7 +89,7 @@ namespace TorchHooks
                 if (!NativeLibrary.TryLoad("LibTorchSharp", typeof(torch).Assembly, null, out var lib)) return "LibTorchSharp (the library)";
                 var found = new IntPtr[Symbols.Length];
                 for (int i = 0; i < Symbols.Length; i++)
-                    if (!NativeLibrary.TryGetExport(lib, Symbols[i], out found[i])) return Symbols[i];
+                    if ((found[i] = Symbols[i].TryResolve(lib)) == IntPtr.Zero) return Symbols[i].CurrentName;
                 Ctor = (delegate* unmanaged[Cdecl]<IntPtr, IntPtr, NodePtr>)found[0];
                 DisposeShared = (delegate* unmanaged[Cdecl]<NodePtr, void>)found[1];
                 DisposeWeak = (delegate* unmanaged[Cdecl]<NodePtr, void>)found[2];

@@ -23,6 +23,21 @@ namespace TorchHooks
         /// <summary>At most this many dimensions are read per tensor (more are cut, and the info says so).</summary>
         public const int MaxRank = 8;
 
+        // TorchSharp's C API (extern "C", the same name on every OS); checked against the export tables of TorchSharp
+        // 0.107.0's runtimes/*/native by NativeExportTests, like every NativeSymbol.
+        internal static readonly NativeSymbol Ndimension = NativeSymbol.C(NativeLibraryId.LibTorchSharp,
+            "int64_t THSTensor_ndimension(const Tensor tensor)", "THSTensor_ndimension");
+        internal static readonly NativeSymbol Size = NativeSymbol.C(NativeLibraryId.LibTorchSharp,
+            "int64_t THSTensor_size(const Tensor tensor, const int64_t dim)", "THSTensor_size");
+        internal static readonly NativeSymbol Type = NativeSymbol.C(NativeLibraryId.LibTorchSharp,
+            "int8_t THSTensor_type(const Tensor tensor)", "THSTensor_type");
+        internal static readonly NativeSymbol DeviceTypeOf = NativeSymbol.C(NativeLibraryId.LibTorchSharp,
+            "int THSTensor_device_type(const Tensor tensor)", "THSTensor_device_type");
+        internal static readonly NativeSymbol DeviceIndex = NativeSymbol.C(NativeLibraryId.LibTorchSharp,
+            "int THSTensor_device_index(const Tensor tensor)", "THSTensor_device_index");
+        internal static readonly NativeSymbol RequiresGrad = NativeSymbol.C(NativeLibraryId.LibTorchSharp,
+            "int THSTensor_requires_grad(const Tensor tensor)", "THSTensor_requires_grad");
+
         private static delegate* unmanaged[Cdecl, SuppressGCTransition]<IntPtr, long> s_ndim;
         private static delegate* unmanaged[Cdecl, SuppressGCTransition]<IntPtr, long, long> s_size;
         private static delegate* unmanaged[Cdecl, SuppressGCTransition]<IntPtr, sbyte> s_type;
@@ -40,13 +55,12 @@ namespace TorchHooks
             {
                 torch.InitializeDeviceType(DeviceType.CPU);
                 if (!NativeLibrary.TryLoad("LibTorchSharp", typeof(torch).Assembly, null, out var lib)) return false;
-                IntPtr Export(string name) => NativeLibrary.TryGetExport(lib, name, out var a) ? a : IntPtr.Zero;
-                var ndim = Export("THSTensor_ndimension");
-                var size = Export("THSTensor_size");
-                var type = Export("THSTensor_type");
-                var deviceType = Export("THSTensor_device_type");
-                var deviceIndex = Export("THSTensor_device_index");
-                var requiresGrad = Export("THSTensor_requires_grad");
+                var ndim = Ndimension.TryResolve(lib);
+                var size = Size.TryResolve(lib);
+                var type = Type.TryResolve(lib);
+                var deviceType = DeviceTypeOf.TryResolve(lib);
+                var deviceIndex = DeviceIndex.TryResolve(lib);
+                var requiresGrad = RequiresGrad.TryResolve(lib);
                 if (ndim == IntPtr.Zero || size == IntPtr.Zero || type == IntPtr.Zero || deviceType == IntPtr.Zero
                     || deviceIndex == IntPtr.Zero || requiresGrad == IntPtr.Zero) return false;
                 s_ndim = (delegate* unmanaged[Cdecl, SuppressGCTransition]<IntPtr, long>)ndim;

@@ -314,11 +314,12 @@ namespace TorchHooks.Tests.Autocast
         public void A_missing_export_is_a_NotSupportedException_naming_the_symbol_and_the_expected_libtorch()
         {
             AutocastNative.EnsureBound();
-            var missing = new AutocastNative.Symbol("void at::autocast::no_such_function()",
+            var missing = NativeSymbol.Cpp(NativeLibraryId.TorchCpu, "void at::autocast::no_such_function()",
                 "_ZN2at8autocast16no_such_functionEv", "?no_such_function@autocast@at@@YAXXZ");
             var e = Assert.Throws<NotSupportedException>(() =>
                 AutocastNative.Resolve(AutocastNative.TorchCpuHandle, missing, windows: false))!;
-            Assert.That(e.Message, Does.Contain("_ZN2at8autocast16no_such_functionEv").And.Contain("2.10.0").And.Contain("0.107.0"));
+            Assert.That(e.Message, Does.Contain("_ZN2at8autocast16no_such_functionEv").And.Contain("2.10.0").And.Contain("0.107.0")
+                .And.Contain(NativeSymbol.FileName(NativeLibraryId.TorchCpu)));
             var w = Assert.Throws<NotSupportedException>(() =>
                 AutocastNative.Resolve(AutocastNative.TorchCpuHandle, missing, windows: true))!;
             Assert.That(w.Message, Does.Contain("?no_such_function@autocast@at@@YAXXZ"));

@@ -2,7 +2,8 @@
 // names with clang (no libtorch needed):
 //   clang++-14 -target x86_64-pc-windows-msvc -S -emit-llvm -o - mangled_names.cpp | grep ^declare   (MSVC names)
 //   clang++-14 -target x86_64-linux-gnu      -S -emit-llvm -o - mangled_names.cpp | grep ^declare   (Itanium names)
-// Both lists equal the names in src/TorchHooks/Autocast/AutocastNative.cs.
+// Both lists equal the names in src/TorchHooks/Autocast/AutocastNative.cs; the names the packages really export are
+// in ../native/exports.json (make_exports.py), which the test suite checks every bound name against.
 typedef signed char int8_t; typedef long long int64_t;
 namespace c10 { enum class DeviceType : int8_t {CPU=0}; enum class ScalarType : int8_t {Float=6}; }
 namespace at { namespace autocast {
@@ -10,8 +11,8 @@ void set_autocast_enabled(c10::DeviceType, bool);
 bool is_autocast_enabled(c10::DeviceType);
 void set_autocast_dtype(c10::DeviceType, c10::ScalarType);
 c10::ScalarType get_autocast_dtype(c10::DeviceType);
-int64_t increment_nesting();
-int64_t decrement_nesting();
+int increment_nesting();   // int in libtorch 2.10 (MSVC: YAHXZ), not int64_t
+int decrement_nesting();
 void clear_cache();
 void set_autocast_cache_enabled(bool);
 bool is_autocast_cache_enabled();
