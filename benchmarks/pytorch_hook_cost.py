@@ -21,6 +21,9 @@ PROFILE_NUMBER forwards; per module call = (profiled - plain) / 9.
 tracing suite (benchmarks/TorchHooks.Benchmarks/TracingPaired.cs) runs it as a child process and alternates its
 own rounds with these, so TorchHooks' tracer and torch.profiler are measured in one run, under the same load.
 
+--serve-backward: likewise for the backward cases (no hooks, a full backward hook, a backward pre-hook, a
+gradient hook per module; forward and backward timed separately), for the C# backward suite (BackwardPaired.cs).
+
 Run: /usr/bin/python3 benchmarks/pytorch_hook_cost.py   (--profiler-only: only the profiler cases)
 Prints a readable table, then one line "JSON {...}" that the benchmark program parses.
 """
@@ -28,6 +31,7 @@ import sys
 import json
 import platform
 import statistics
+import time
 import timeit
 
 import torch
@@ -123,10 +127,73 @@ def serve_profiler():
             print("ROUND " + json.dumps(profiler_round(call, number)), flush=True)
 
 
+BACKWARD_CASES = ("none", "full", "pre", "grad")
+
+
+def backward_round(model, x, number):
+    """One round of the backward cases: per case, ns per step for the forward (model(x).sum()) and the backward
+    (backward() and zero_grad()), timed separately over `number` steps: no hooks; one no-op full backward hook per
+    module; one no-op backward pre-hook per module; a gradient hook (tensor.register_hook) on every module's output,
+    registered by a forward hook."""
+    out = {}
+    for case in BACKWARD_CASES:
+        if case == "pre" and not hasattr(model, "register_full_backward_pre_hook"):
+            continue   # backward pre-hooks came with PyTorch 2.0
+        handles = []
+        if case == "full":
+            handles = [m.register_full_backward_hook(lambda m, gi, go: None) for m in model.modules()]
+        elif case == "pre":
+            handles = [m.register_full_backward_pre_hook(lambda m, go: None) for m in model.modules()]
+        elif case == "grad":
+            def add_grad_hook(m, args, y):
+                y.register_hook(lambda g: None)
+            handles = [m.register_forward_hook(add_grad_hook) for m in model.modules()]
+        try:
+            for _ in range(20):
+                model(x).sum().backward()
+            fwd = bwd = 0.0
+            clock = time.perf_counter_ns
+            for _ in range(number):
+                t0 = clock()
+                loss = model(x).sum()
+                t1 = clock()
+                loss.backward()
+                model.zero_grad()
+                t2 = clock()
+                fwd += t1 - t0
+                bwd += t2 - t1
+            out[case] = {"forward": fwd / number, "backward": bwd / number}
+        finally:
+            for h in handles:
+                h.remove()
+    return out
+
+
+def serve_backward():
+    """--serve-backward: one round of the backward cases per "round" line on stdin, answered with "ROUND {...}"
+    (per case: ns per step, forward and backward); first a line "READY {...}". The C# backward suite
+    (benchmarks/TorchHooks.Benchmarks/BackwardPaired.cs) alternates its own rounds with these."""
+    model = make_model()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    x = torch.randn(1, 8)
+    number = int(sys.argv[sys.argv.index("--number") + 1]) if "--number" in sys.argv else 200
+    backward_round(model, x, 50)
+    print("READY " + json.dumps({"torch": torch.__version__, "python": platform.python_version(),
+                                 "threads": torch.get_num_threads(), "calls_per_forward": CALLS, "number": number}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "round":
+            break
+        print("ROUND " + json.dumps(backward_round(model, x, number)), flush=True)
+
+
 def main():
     torch.set_num_threads(1)
     if "--serve-profiler" in sys.argv:
         serve_profiler()
+        return
+    if "--serve-backward" in sys.argv:
+        serve_backward()
         return
     if "--profiler-only" in sys.argv:
         model = make_model()

@@ -11,7 +11,8 @@ namespace TorchHooks.Benchmarks
     /// <c>--backward-probe [rounds]</c>: suite 6's step (tiny MLP, forward + backward through the facade, one thread),
     /// without and with one no-op full backward hook on each of its 9 modules, alternating in rounds in one process;
     /// per round the median of 200 steps, split into forward and backward; prints medians over rounds and the extra
-    /// per module call, plus managed bytes allocated per step.
+    /// per module call, plus managed bytes allocated per step. <c>--profile-seconds S</c>: only hooked steps for S
+    /// seconds (run it under <c>perf record</c> with <c>DOTNET_PerfMapEnabled=1</c> to see where a hooked step's time goes).
     /// </summary>
     internal static class BackwardProbe
     {
@@ -58,6 +59,15 @@ namespace TorchHooks.Benchmarks
             for (int i = 0; i < 300; i++) Step();
             foreach (var p in facade.HookPoints()) handles.Add(p.register_full_backward_hook(hook));
             for (int i = 0; i < 300; i++) Step();
+            if (args.SkipWhile(a => a != "--profile-seconds").Skip(1).Select(a => double.TryParse(a, out var s) ? s : 0).FirstOrDefault() is > 0 and var seconds)
+            {
+                // For perf (DOTNET_PerfMapEnabled=1): only hooked steps, for the given time; prints steps done.
+                var sw = Stopwatch.StartNew();
+                long steps = 0;
+                while (sw.Elapsed.TotalSeconds < seconds) { Step(); steps++; }
+                Console.WriteLine($"profile: {steps} hooked steps in {sw.Elapsed.TotalSeconds:F1} s");
+                return 0;
+            }
             foreach (var h in handles) h.remove();
             handles.Clear();
 
@@ -79,7 +89,7 @@ namespace TorchHooks.Benchmarks
             double perF = Stat.Median(none.Zip(with, (a, b) => (b.Item2 - a.Item2) / Models.TinyMlpCalls));
             double perB = Stat.Median(none.Zip(with, (a, b) => (b.Item3 - a.Item3) / Models.TinyMlpCalls));
             Console.WriteLine($"extra per module call: {per:F1} us (forward {perF:F1}, backward {perB:F1}); {(M(with, 3) - M(none, 3)) / Models.TinyMlpCalls:F0} B per module call");
-            // The identity autograd node alone (TorchSharp's MultiTensorFunction.apply), twice per hooked module call.
+            // The identity autograd node alone (AutogradNode), twice per hooked module call.
             var site = new NoSite();
             using (var leaf = torch.randn(1, 8).requires_grad_())
             {
@@ -88,10 +98,15 @@ namespace TorchHooks.Benchmarks
                 {
                     long b0 = GC.GetAllocatedBytesForCurrentThread();
                     long t = Stopwatch.GetTimestamp();
+                    var one = new[] { leaf };
+                    var result = new Tensor[1];
                     for (int i = 0; i < 1000; i++)
-                        using (var d = torch.NewDisposeScope()) BackwardHookFunction.Wrap(site, new List<Tensor> { leaf });
+                    {
+                        AutogradNode.Identity(site, one, result);
+                        result[0].Dispose();
+                    }
                     wraps.Add((Stopwatch.GetTimestamp() - t) * 1e3 / Stopwatch.Frequency);
-                    if (r == 4) Console.WriteLine($"BackwardHookFunction.Wrap (one tensor): {Stat.Median(wraps):F2} us per node, {(GC.GetAllocatedBytesForCurrentThread() - b0) / 1000.0:F0} B");
+                    if (r == 4) Console.WriteLine($"AutogradNode.Identity (one tensor): {Stat.Median(wraps):F2} us per node, {(GC.GetAllocatedBytesForCurrentThread() - b0) / 1000.0:F0} B");
                 }
             }
             return 0;

@@ -23,7 +23,14 @@ namespace TorchHooks.Benchmarks
     internal enum JobKind { Micro, OneShot, Heavy }
 
     /// <summary>One benchmark class and how it is run and reported.</summary>
-    internal sealed record Suite(string Key, Type Type, string Title, JobKind Kind, string PerLabel = "module call");
+    internal sealed record Suite(Type Type, string Title, JobKind Kind, string PerLabel = "module call")
+    {
+        /// <summary>The name <c>--suites</c> takes: the class name without "Benchmarks".</summary>
+        public string Key => Type.Name.EndsWith("Benchmarks", StringComparison.Ordinal) ? Type.Name[..^"Benchmarks".Length] : Type.Name;
+    }
+
+    /// <summary>A section measured by a paired runner (its own rounds, alternating with PyTorch's), with its goal rows.</summary>
+    internal sealed record PairedSection(string Title, string Markdown, IReadOnlyList<GoalRow> Goals);
 
     /// <summary>
     /// One benchmark case over all rounds of its suite: per round, BenchmarkDotNet's median (ns per invocation)
@@ -106,17 +113,20 @@ namespace TorchHooks.Benchmarks
 
         public static readonly Suite[] Suites =
         {
-            new("Dispatch", typeof(DispatchBenchmarks), "1. Facade overhead on a dispatch-bound model (tiny MLP)", JobKind.Micro),
-            new("ChainDispatch", typeof(ChainDispatchBenchmarks), "1b. Facade overhead on the call path alone (managed pass-through chain)", JobKind.Micro),
-            new("Compute", typeof(ComputeBenchmarks), "2. Facade overhead on a compute-bound model", JobKind.Micro),
-            new("MlpHookCost", typeof(MlpHookCostBenchmarks), "3. Cost per registered no-op hook (tiny MLP; PyTorch comparison)", JobKind.Micro),
-            new("ChainHookCost", typeof(ChainHookCostBenchmarks), "3b. Cost per registered no-op hook on the call path alone (managed chain)", JobKind.Micro),
-            new("Wrap", typeof(WrapBenchmarks), "4. Wrapping a 201-module tree (one-time cost)", JobKind.OneShot, "module"),
-            new("AmpForward", typeof(AmpForwardBenchmarks), "5a. bf16 autocast vs float32: matmul-heavy forward", JobKind.Heavy),
-            new("AmpTraining", typeof(AmpTrainingBenchmarks), "5b. bf16 autocast vs float32: training step", JobKind.Heavy),
-            new("AutocastScope", typeof(AutocastScopeBenchmarks), "5c. The autocast region's own cost", JobKind.Micro),
-            new("ResNet", typeof(ResNetBenchmarks), "5d. bf16 inference per call on a real model (TorchVision resnet18)", JobKind.Heavy, "call"),
+            new(typeof(DispatchBenchmarks), "1. Facade overhead on a dispatch-bound model (tiny MLP)", JobKind.Micro),
+            new(typeof(ChainDispatchBenchmarks), "1b. Facade overhead on the call path alone (managed pass-through chain)", JobKind.Micro),
+            new(typeof(ComputeBenchmarks), "2. Facade overhead on a compute-bound model", JobKind.Micro),
+            new(typeof(MlpHookCostBenchmarks), "3. Cost per registered no-op hook (tiny MLP; PyTorch comparison)", JobKind.Micro),
+            new(typeof(ChainHookCostBenchmarks), "3b. Cost per registered no-op hook on the call path alone (managed chain)", JobKind.Micro),
+            new(typeof(WrapBenchmarks), "4. Wrapping a 201-module tree (one-time cost)", JobKind.OneShot, "module"),
+            new(typeof(AmpForwardBenchmarks), "5a. bf16 autocast vs float32: matmul-heavy forward", JobKind.Heavy),
+            new(typeof(AmpTrainingBenchmarks), "5b. bf16 autocast vs float32: training step", JobKind.Heavy),
+            new(typeof(AutocastScopeBenchmarks), "5c. The autocast region's own cost", JobKind.Micro),
+            new(typeof(ResNetBenchmarks), "5d. bf16 inference per call on a real model (TorchVision resnet18)", JobKind.Heavy, "call"),
         };
+
+        /// <summary>The paired runners the docs command runs after the BenchmarkDotNet suites (their cases: <c>CaseKeys</c>).</summary>
+        public static readonly Type[] PairedSuites = { typeof(TracingPaired), typeof(BackwardPaired) };
 
         public static int Run(string[] args)
         {
@@ -160,7 +170,7 @@ namespace TorchHooks.Benchmarks
             }
 
             var outOfProcess = new List<SuiteRun>();
-            var crossSuites = Suites.Where(s => s.Key is "Dispatch" or "ChainDispatch"
+            var crossSuites = Suites.Where(s => s.Type == typeof(DispatchBenchmarks) || s.Type == typeof(ChainDispatchBenchmarks)
                                                 && (only is null || only.Contains(s.Key, StringComparer.OrdinalIgnoreCase))).ToArray();
             if (crossCheck && crossSuites.Length > 0)
             {
@@ -191,8 +201,18 @@ namespace TorchHooks.Benchmarks
 
             var loadEnd = Machine.LoadAverage();
             total.Stop();
-            var md = Report.Render(machine, runs, outOfProcess, py, sanity, dry, loadStart, loadEnd, total.Elapsed);
-            if (tracing is not null) md = TracingPaired.AddToDocs(md, tracing);   // section 6 and its goal row
+            // Suite 7, backward hooks (BackwardPaired.cs): likewise, alternating with the PyTorch script's backward rounds.
+            BackwardPaired.Result? backward = null;
+            if (only is null || only.Contains("Backward", StringComparer.OrdinalIgnoreCase))
+            {
+                Console.WriteLine("// ===== Backward: paired rounds with PyTorch =====");
+                backward = BackwardPaired.Measure(root, python, dry ? 2 : roundsOverride ?? 21, dry ? 20 : 200, log: true);
+            }
+
+            var paired = new List<PairedSection>();
+            if (tracing is not null) paired.Add(TracingPaired.Section(tracing));   // section 6 and its goal row
+            if (backward is not null) paired.Add(BackwardPaired.Section(backward));   // section 7 and its goal rows
+            var md = Report.Render(machine, runs, outOfProcess, py, sanity, dry, loadStart, loadEnd, total.Elapsed, paired);
             if (write)
             {
                 Directory.CreateDirectory(Path.GetDirectoryName(output)!);
@@ -344,7 +364,7 @@ namespace TorchHooks.Benchmarks
             return done;
         }
 
-        private static string? Arg(string[] args, string name)
+        internal static string? Arg(string[] args, string name)
         {
             int i = Array.IndexOf(args, name);
             return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;

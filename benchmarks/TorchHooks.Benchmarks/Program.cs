@@ -23,6 +23,9 @@ namespace TorchHooks.Benchmarks
     ///   ... -- --tracing-paired [--rounds N] [--no-python]
     ///       Suite 6, tracing: tracer, OpenTelemetry spans, activation cache and (in the same run, alternating rounds)
     ///       torch.profiler through benchmarks/pytorch_hook_cost.py --serve-profiler (TracingPaired.cs).
+    ///   ... -- --backward-paired [--rounds N] [--no-python]
+    ///       Suite 7, backward hooks: no hooks, a full backward hook, a backward pre-hook, a gradient hook per module,
+    ///       forward and backward apart, alternating with benchmarks/pytorch_hook_cost.py --serve-backward (BackwardPaired.cs).
     ///   ... -- --tracing-probe
     ///       What each sub-step of recording a module call costs (TracingProbe.cs).
     ///   ... -- --model-hook-probe [rounds]
@@ -48,6 +51,8 @@ namespace TorchHooks.Benchmarks
                 return TracingProbe.Run();
             if (args.Contains("--tracing-paired"))
                 return TracingPaired.Run(args);
+            if (args.Contains("--backward-paired"))
+                return BackwardPaired.Run(args);
             if (args.Contains("--write-docs") || args.Contains("--print-docs"))
                 return DocsRun.Run(args);
 

@@ -9,27 +9,20 @@ namespace TorchHooks.Benchmarks
     /// <summary>Renders docs/benchmarks.md from the suites' results. Every number and verdict in it comes from the run.</summary>
     internal static class Report
     {
-        private enum Verdict3 { Met, Missed, Inconclusive }
-
-        private sealed record Goal(string Suite, string What, string Target, string Measured, Verdict3 State)
-        {
-            public Goal(string suite, string what, string target, string measured, bool met) : this(suite, what, target, measured, met ? Verdict3.Met : Verdict3.Missed) { }
-        }
-
         private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 
         /// <summary>A managed object is at least 24 bytes: an average below this per invocation is not a per-call allocation.</summary>
         private const long PerCallAllocationFloor = 8;
 
         public static string Render(Machine machine, List<SuiteRun> runs, List<SuiteRun> outOfProcess, PyTorchResult? py,
-            List<string> sanity, bool dry, string loadStart, string loadEnd, TimeSpan elapsed)
+            List<string> sanity, bool dry, string loadStart, string loadEnd, TimeSpan elapsed, IReadOnlyList<PairedSection>? paired = null)
         {
-            var goals = new List<Goal>();
+            var goals = new List<GoalRow>();
             var body = new StringBuilder();
             foreach (var run in runs)
             {
                 body.AppendLine($"## {run.Suite.Title}").AppendLine();
-                body.AppendLine(Intro(run.Suite.Key)).AppendLine();
+                body.AppendLine(Intro(run.Suite.Type)).AppendLine();
                 body.AppendLine($"Job: {run.JobText}. Load average before the suite: {run.LoadBefore}; the suite took {Minutes(run.Elapsed)}.").AppendLine();
                 body.AppendLine(Table(run)).AppendLine();
                 if (!run.Ok)
@@ -73,11 +66,12 @@ namespace TorchHooks.Benchmarks
             sb.AppendLine(MethodText(runs)).AppendLine();
 
             sb.AppendLine("## Goals at a glance").AppendLine();
+            foreach (var section in paired ?? Array.Empty<PairedSection>()) goals.AddRange(section.Goals);
             if (goals.Count == 0) sb.AppendLine("No goal could be evaluated (suites failed or were not run).").AppendLine();
             else
             {
                 sb.AppendLine("| Suite | Goal | Target | Measured (median over rounds) | |").AppendLine("|---|---|---|---|---|");
-                foreach (var g in goals) sb.AppendLine($"| {g.Suite} | {g.What} | {g.Target} | {g.Measured} | {Word(g.State)} |");
+                foreach (var g in goals) sb.AppendLine($"| {g.Id} | {g.What} | {g.Target} | {g.Measured} | {Word(g.State)} |");
                 sb.AppendLine();
                 sb.AppendLine("\"Inconclusive\" marks a measurement (time or allocation) whose rounds disagree about the sign of the difference: more " +
                               "than a quarter of them came out on the other side of the baseline than the rest. The machine's noise is then as large " +
@@ -86,6 +80,8 @@ namespace TorchHooks.Benchmarks
             }
 
             sb.Append(body);
+            foreach (var section in paired ?? Array.Empty<PairedSection>())
+                sb.AppendLine($"## {section.Title}").AppendLine().AppendLine(section.Markdown.TrimEnd()).AppendLine();
 
             if (outOfProcess.Count > 0)
             {
@@ -101,47 +97,47 @@ namespace TorchHooks.Benchmarks
 
         // ---- per-suite text ----
 
-        private static string Intro(string key) => key switch
+        private static string Intro(Type suite) => suite.Name switch
         {
-            "Dispatch" =>
+            nameof(DispatchBenchmarks) =>
                 "`Sequential(Linear(8,8), ReLU) ×4` on a 1×8 input: 9 module calls per forward (the Sequential and its 8 children), " +
                 "parameters frozen (no autograd graph), one intra-op thread (`torch.set_num_threads(1)`): with tensors this small " +
                 "libtorch's thread pool has nothing to split and would only add wake-up jitter, so a dispatch-bound workload is measured on one " +
                 "thread (PyTorch's reference numbers were taken the same way). The baseline is a **separate, never-wrapped** copy of the model: " +
                 "a wrapped model with nothing registered keeps TorchSharp's bare path (the third case checks that), but once something is registered " +
                 "TorchHooks' dispatchers stay on its modules. Every body disposes its output.",
-            "ChainDispatch" =>
+            nameof(ChainDispatchBenchmarks) =>
                 "Suite 1 on a model that does nothing but the call path: a custom `Chain` module calling 8 managed pass-through " +
                 "children (`forward(x) => x`) through `call` — 9 module calls, no native work, no allocation, one thread. Here nanosecond " +
                 "differences are resolved that the tiny MLP's native work hides in its run-to-run variation. The ratio is not a workload's " +
                 "slowdown (no real model is this cheap); the Δ per module call is the precise cost of the path. The output is the input: " +
                 "nothing to dispose.",
-            "Compute" =>
+            nameof(ComputeBenchmarks) =>
                 "`Sequential(Linear(1024,1024) ×4)` on a 64×1024 input (0.54 GFLOP per forward, 5 module calls), parameters frozen, " +
                 "libtorch on all cores (its default). Never-wrapped baseline vs the facade with no hooks.",
-            "MlpHookCost" =>
+            nameof(MlpHookCostBenchmarks) =>
                 "The tiny MLP of suite 1 through its facade, one thread, with no-op hooks (`(m, x) => null`, `(m, x, y) => null`) " +
                 "registered 1 or 8 times on **each** of its 9 modules (local), or 1 or 8 times globally (`ModuleHooks`; a global hook runs for " +
                 "all 9 module calls). Per hook = (8 hooks − 1 hook) / (7 × 9 module calls), paired within each round; the first hook's cost is " +
                 "shown separately because it also switches the call from the fast path to the full path.",
-            "ChainHookCost" =>
+            nameof(ChainHookCostBenchmarks) =>
                 "Suite 3 on the managed pass-through chain of suite 1b: the hooks' own cost, resolved to the nanosecond.",
-            "Wrap" =>
+            nameof(WrapBenchmarks) =>
                 "`WithHooks()` on a freshly built model of 201 modules (`Sequential` of 20 blocks, each `Sequential(Linear(16,16), ReLU ×4 pairs, LayerNorm(16))`). " +
                 "The model is built in `[IterationSetup]` (not timed) and each iteration wraps it exactly once; building the same model is measured as context.",
-            "AmpForward" =>
+            nameof(AmpForwardBenchmarks) =>
                 "`Linear(2048,2048)` on a 512×2048 input (512×2048 · 2048×2048, 4.3 GFLOP), inference (`no_grad`), libtorch on all cores. " +
                 "Float32; bf16 autocast with float32 weights and input (the region is entered per forward, so the weight and input casts are " +
                 "timed); and bf16 weights and input with no autocast (the raw bf16 GEMM, to separate kernel speed from cast cost).",
-            "AmpTraining" =>
+            nameof(AmpTrainingBenchmarks) =>
                 "One training step of the same layer: `zero_grad`, forward, MSE loss, `backward`, SGD step, in float32 and with forward + loss under " +
                 "bf16 autocast (backward outside the region, PyTorch's recipe). libtorch on all cores.",
-            "AutocastScope" =>
+            nameof(AutocastScopeBenchmarks) =>
                 "Entering and leaving an empty autocast region on the CPU: through `Amp.autocast(...)` (the `IDisposable` scope object), through " +
                 "`Amp.Enter(...)` (the allocation-free token), and by calling libtorch's switches directly (`AutocastNative`, internal; what PyTorch's " +
                 "`torch.autocast.__enter__/__exit__` do natively: save enabled/dtype/cache flag, set, increment nesting; decrement, clear the cast " +
                 "cache at depth 0, restore). One thread.",
-            "ResNet" =>
+            nameof(ResNetBenchmarks) =>
                 "TorchVision resnet18 (`torchvision.models.resnet18()`, random weights, eval) on 1×3×224×224 under `no_grad`, **one** intra-op " +
                 "thread, 10 calls per invocation (figures per call): float32; a bf16 autocast region entered around **each** call of the facade " +
                 "(`using (Amp.autocast(CPU, BFloat16)) facade.call(x)`: the wrapped model's weight casts are kept across regions, docs/autocast.md); " +
@@ -150,36 +146,37 @@ namespace TorchHooks.Benchmarks
             _ => "",
         };
 
-        private static string Interpret(SuiteRun run, List<SuiteRun> all, Machine machine, PyTorchResult? py, List<Goal> goals)
+        private static string Interpret(SuiteRun run, List<SuiteRun> all, Machine machine, PyTorchResult? py, List<GoalRow> goals)
         {
             var t = new StringBuilder();
             var b = run.Base;
-            switch (run.Suite.Key)
+            switch (run.Suite.Type.Name)
             {
-                case "Dispatch":
-                case "ChainDispatch":
+                case nameof(DispatchBenchmarks):
+                case nameof(ChainDispatchBenchmarks):
                 {
-                    bool chain = run.Suite.Key == "ChainDispatch";
+                    bool chain = run.Suite.Type == typeof(ChainDispatchBenchmarks);
                     string id = chain ? "1b" : "1";
                     string model = chain ? "call path alone" : "tiny MLP";
                     int calls = chain ? Models.ManagedChainCalls : Models.TinyMlpCalls;
-                    double ratio = run.Ratio("FacadeCall"), extra = run.Delta("FacadeCall", calls);
-                    double ratioW = run.Ratio("WrappedModelCall"), extraW = run.Delta("WrappedModelCall", calls);
-                    double bracket = run.Paired("FacadeCall", "WrappedModelCall", (f, w) => f - w);
-                    long dAlloc = AllocDelta(run["FacadeCall"], b);
+                    double ratio = run.Ratio(nameof(ChainDispatchBenchmarks.FacadeCall)), extra = run.Delta(nameof(ChainDispatchBenchmarks.FacadeCall), calls);
+                    double ratioW = run.Ratio(nameof(ChainDispatchBenchmarks.WrappedModelCall)), extraW = run.Delta(nameof(ChainDispatchBenchmarks.WrappedModelCall), calls);
+                    double bracket = run.Paired(nameof(ChainDispatchBenchmarks.FacadeCall), nameof(ChainDispatchBenchmarks.WrappedModelCall), (f, w) => f - w);
+                    long dAlloc = AllocDelta(run[nameof(ChainDispatchBenchmarks.FacadeCall)], b);
                     bool allocOk = dAlloc < PerCallAllocationFloor;
-                    var allocState = Judge(allocOk, AllocDiffs(run["FacadeCall"], b));
-                    var diffs = run.PairedValues("FacadeCall", b.Method, (x, y) => x - y);
-                    if (!chain) goals.Add(new Goal(id, "facade, no hooks, tiny MLP: time (direct)", "≤ 1.03×", $"{ratio:0.000}×", Judge(ratio <= 1.03, diffs)));
-                    goals.Add(new Goal(id, $"facade, no hooks, {model}: extra time per module call{(chain ? "" : " (direct)")}", "≤ 30 ns", Ns(extra), Judge(extra <= 30, diffs)));
-                    goals.Add(new Goal(id, $"facade, no hooks, {model}: extra allocation per forward", "0 B", $"{Signed(dAlloc)} B", allocState));
+                    var allocState = Judge(allocOk, AllocDiffs(run[nameof(ChainDispatchBenchmarks.FacadeCall)], b));
+                    var diffs = run.PairedValues(nameof(ChainDispatchBenchmarks.FacadeCall), b.Method, (x, y) => x - y);
+                    if (!chain) goals.Add(Goals.MlpTime.Row($"{ratio:0.000}×", Judge(ratio <= 1.03, diffs)));
+                    goals.Add((chain ? Goals.ChainExtra : Goals.MlpExtra).Row(Ns(extra), Judge(extra <= 30, diffs)));
+                    goals.Add((chain ? Goals.ChainAlloc : Goals.MlpAlloc).Row($"{Signed(dAlloc)} B", allocState));
                     if (chain)
                     {
-                        goals.Add(new Goal(id, "wrapped model's own call, no hooks: extra per module call (issue 12: nothing registered, nothing paid)", "≤ 2 ns", Ns(extraW),
-                            Judge(extraW <= 2, run.PairedValues("WrappedModelCall", b.Method, (x, y) => (x - y) / calls - 2))));   // the sign test against the target
+                        goals.Add(Goals.WrappedOwnCall.Row(Ns(extraW),
+                            Judge(extraW <= 2, run.PairedValues(nameof(ChainDispatchBenchmarks.WrappedModelCall), b.Method, (x, y) => (x - y) / calls - 2))));   // the sign test against the target
                         double oneCall = b.Median / calls;
-                        goals.Add(new Goal(id, $"facade's bracket per forward, nothing registered (issue 12: ≤ one TorchSharp module call, {Fmt(oneCall)} here)", $"≤ {Fmt(oneCall)}", Signed(bracket),
-                            Judge(bracket <= oneCall, run.PairedValues("FacadeCall", "WrappedModelCall", (f, w) => f - w - oneCall))));
+                        goals.Add(Goals.Bracket.Row(Signed(bracket),
+                            Judge(bracket <= oneCall, run.PairedValues(nameof(ChainDispatchBenchmarks.FacadeCall), nameof(ChainDispatchBenchmarks.WrappedModelCall), (f, w) => f - w - oneCall)),
+                            target: $"≤ {Fmt(oneCall)}", whatSuffix: $", {Fmt(oneCall)} here)"));
                     }
                     t.AppendLine(chain
                         ? $"TorchSharp's own `call` of a do-nothing module costs {Fmt(b.Median / calls)} per module call (it enumerates four empty hook dictionaries and calls `forward`)."
@@ -188,10 +185,10 @@ namespace TorchHooks.Benchmarks
                     t.AppendLine();
                     t.AppendLine($"- **Facade, no hooks: {ratio:0.000}× the baseline, {Signed(extra)} per module call, {Signed(dAlloc)} B allocated per forward.** " +
                                  (chain ? "" : $"≤ 1.03× {Word(Judge(ratio <= 1.03, diffs))}; ") +
-                                 $"≤ 30 ns per module call {Word(Judge(extra <= 30, diffs))}; 0 B extra {Word(allocState)}{AllocNote(dAlloc)}. " + RangeNote(run, "FacadeCall"));
+                                 $"≤ 30 ns per module call {Word(Judge(extra <= 30, diffs))}; 0 B extra {Word(allocState)}{AllocNote(dAlloc)}. " + RangeNote(run, nameof(ChainDispatchBenchmarks.FacadeCall)));
                     t.AppendLine($"- The wrapped model's own `call` (no facade): {ratioW:0.000}×, {Signed(extraW)} per module call. The facade's bracket " +
                                  "(one more `Module.call` + `forward` on the facade itself and `FacadeCall.Begin/End`, a thread-static read) is the rest: " +
-                                 $"{Signed(bracket)} per forward" + (chain ? $" against issue 12's ≤ one TorchSharp module call ({Fmt(b.Median / calls)}). Why it " +
+                                 $"{Signed(bracket)} per forward" + (chain ? $" against the goal of ≤ one TorchSharp module call ({Fmt(b.Median / calls)}). Why it " +
                                  "misses: the facade *is* a TorchSharp module (so it can sit in a `Sequential` or an optimizer's module list), so its own " +
                                  "`call` — four hook dictionaries, one of them holding the pre-hook that tells `forward` it was reached through `call` — is " +
                                  "already that one module call; the bracket's own checks (the model's native handle, the pass counter, the autocast depth, " +
@@ -202,36 +199,36 @@ namespace TorchHooks.Benchmarks
                                      "of them (suite 3b shows that arming cost). The facade's bracket is paid once per forward.");
                     if (!chain)
                     {
-                        var cd = all.FirstOrDefault(r => r.Suite.Key == "ChainDispatch" && r.Ok);
+                        var cd = all.FirstOrDefault(r => r.Suite.Type == typeof(ChainDispatchBenchmarks) && r.Ok);
                         if (cd != null)
                         {
-                            double precise = cd.Delta("FacadeCall", Models.ManagedChainCalls);
-                            double predicted = 1 + (precise * calls + cd.Paired("FacadeCall", "WrappedModelCall", (f, w) => f - w)) / b.Median;
+                            double precise = cd.Delta(nameof(ChainDispatchBenchmarks.FacadeCall), Models.ManagedChainCalls);
+                            double predicted = 1 + (precise * calls + cd.Paired(nameof(ChainDispatchBenchmarks.FacadeCall), nameof(ChainDispatchBenchmarks.WrappedModelCall), (f, w) => f - w)) / b.Median;
                             t.AppendLine($"- Suite 1b measures the same path without native work: {Signed(precise)} per module call plus the facade's bracket " +
                                          $"predicts **{predicted:0.000}×** on this model (the direct measurement above: {ratio:0.000}×).");
-                            goals.Add(new Goal(id, "facade, no hooks, tiny MLP: time (predicted from 1b)", "≤ 1.03×", $"{predicted:0.000}×", predicted <= 1.03));
+                            goals.Add(Goals.MlpPredicted.Row($"{predicted:0.000}×", predicted <= 1.03));
                         }
                     }
                     if (chain && extra > 30)
-                        t.AppendLine($"- **Missed**: of the {Signed(run.Paired("FacadeCall", b.Method, (f, x) => f - x))} per forward, " +
+                        t.AppendLine($"- **Missed**: of the {Signed(run.Paired(nameof(ChainDispatchBenchmarks.FacadeCall), b.Method, (f, x) => f - x))} per forward, " +
                                      $"{Signed(extraW * calls)} is the per-module dispatch ({Signed(extraW)} × {calls}) and {Signed(bracket)} the facade's bracket.");
                     break;
                 }
-                case "Compute":
+                case nameof(ComputeBenchmarks):
                 {
                     int calls = Models.WideMlpCalls;
-                    double ratio = run.Ratio("FacadeCall"), extra = run.Delta("FacadeCall", calls);
-                    long dAlloc = AllocDelta(run["FacadeCall"], b);
-                    var cdiffs = run.PairedValues("FacadeCall", b.Method, (x, y) => x - y);
-                    goals.Add(new Goal("2", "facade, no hooks, compute-bound: time (direct)", "≤ 1.03×", $"{ratio:0.000}×", Judge(ratio <= 1.03, cdiffs)));
-                    var cd2 = all.FirstOrDefault(r => r.Suite.Key == "ChainDispatch" && r.Ok);
+                    double ratio = run.Ratio(nameof(ChainDispatchBenchmarks.FacadeCall)), extra = run.Delta(nameof(ChainDispatchBenchmarks.FacadeCall), calls);
+                    long dAlloc = AllocDelta(run[nameof(ChainDispatchBenchmarks.FacadeCall)], b);
+                    var cdiffs = run.PairedValues(nameof(ChainDispatchBenchmarks.FacadeCall), b.Method, (x, y) => x - y);
+                    goals.Add(Goals.ComputeTime.Row($"{ratio:0.000}×", Judge(ratio <= 1.03, cdiffs)));
+                    var cd2 = all.FirstOrDefault(r => r.Suite.Type == typeof(ChainDispatchBenchmarks) && r.Ok);
                     double? predicted2 = cd2 is null ? null
-                        : 1 + (cd2.Delta("FacadeCall", Models.ManagedChainCalls) * calls + cd2.Paired("FacadeCall", "WrappedModelCall", (f, w) => f - w)) / b.Median;
-                    if (predicted2 is double p2) goals.Add(new Goal("2", "facade, no hooks, compute-bound: time (predicted from 1b)", "≤ 1.03×", $"{p2:0.00000}×", p2 <= 1.03));
-                    var callocState = Judge(dAlloc < PerCallAllocationFloor, AllocDiffs(run["FacadeCall"], b));
-                    goals.Add(new Goal("2", "facade, no hooks, compute-bound: extra allocation per forward", "0 B", $"{Signed(dAlloc)} B", callocState));
+                        : 1 + (cd2.Delta(nameof(ChainDispatchBenchmarks.FacadeCall), Models.ManagedChainCalls) * calls + cd2.Paired(nameof(ChainDispatchBenchmarks.FacadeCall), nameof(ChainDispatchBenchmarks.WrappedModelCall), (f, w) => f - w)) / b.Median;
+                    if (predicted2 is double p2) goals.Add(Goals.ComputePredicted.Row($"{p2:0.00000}×", p2 <= 1.03));
+                    var callocState = Judge(dAlloc < PerCallAllocationFloor, AllocDiffs(run[nameof(ChainDispatchBenchmarks.FacadeCall)], b));
+                    goals.Add(Goals.ComputeAlloc.Row($"{Signed(dAlloc)} B", callocState));
                     t.AppendLine($"**Facade, no hooks: {ratio:0.000}× the baseline ({Signed(extra)} per module call, {Signed(dAlloc)} B allocated per forward).** " +
-                                 $"≤ 1.03× {Word(Judge(ratio <= 1.03, cdiffs))}; 0 B extra {Word(callocState)}{AllocNote(dAlloc)}. {RangeNote(run, "FacadeCall")} " +
+                                 $"≤ 1.03× {Word(Judge(ratio <= 1.03, cdiffs))}; 0 B extra {Word(callocState)}{AllocNote(dAlloc)}. {RangeNote(run, nameof(ChainDispatchBenchmarks.FacadeCall))} " +
                                  "With one or two ~8 ms forwards per iteration, any allocation the runtime makes in the background during an iteration " +
                                  "is charged to those one or two invocations, so the allocation column is coarse here; suite 1b shows the call path allocates nothing. " +
                                  $"A forward takes {Fmt(b.Median)} here ({4.0 * 2 * 64 * 1024 * 1024 / b.Median:0.0} GFLOP/s); the call path's tens of " +
@@ -240,19 +237,19 @@ namespace TorchHooks.Benchmarks
                                  (predicted2 is double p ? $" From suite 1b the facade's cost on this model is {p:0.00000}×." : ""));
                     break;
                 }
-                case "MlpHookCost":
-                case "ChainHookCost":
+                case nameof(MlpHookCostBenchmarks):
+                case nameof(ChainHookCostBenchmarks):
                 {
-                    bool chain = run.Suite.Key == "ChainHookCost";
+                    bool chain = run.Suite.Type == typeof(ChainHookCostBenchmarks);
                     string id = chain ? "3b" : "3";
                     if (chain) py = null;
                     int calls = 9;
                     bool withPy = py?.Json != null;
-                    // Since issue 12 the dispatchers go on a tree only when something is registered on it, so the first hook
+                    // The dispatchers go on a tree only when something is registered on it, so the first hook
                     // costs two parts: arming the tree (every module call of it, hooked or not) and the call path's own work
-                    // for the hooked module — the latter is the figure issue 12's goal and earlier runs measured.
-                    bool armedRow = run.Rows.Any(r => r.Method == "ArmedNoHooks");
-                    double armed = armedRow ? run.Delta("ArmedNoHooks", calls) : 0;
+                    // for the hooked module — the latter is the figure the goal and earlier runs measured.
+                    bool armedRow = run.Rows.Any(r => r.Method == nameof(HookCostBenchmarks.ArmedNoHooks));
+                    double armed = armedRow ? run.Delta(nameof(HookCostBenchmarks.ArmedNoHooks), calls) : 0;
                     if (armedRow)
                         t.AppendLine($"Arming the tree (the dispatchers on every module once something is registered on one): {Signed(armed)} per module call. " +
                                      "\"First hook\" below is over the armed tree (the call path's own work); over a tree with nothing registered add the arming.\n");
@@ -260,20 +257,20 @@ namespace TorchHooks.Benchmarks
                                  (withPy ? $" PyTorch {py!.Version}: first hook | PyTorch: each further hook |" : ""));
                     t.AppendLine("|---|---:|---:|---:|---|---:|" + (withPy ? "---:|---:|" : ""));
                     var misses = new List<string>();
-                    foreach (var (kind, one, eight) in new[] { ("local pre", "Pre1", "Pre8"), ("local forward", "Post1", "Post8"),
-                                                              ("global pre", "GlobalPre1", "GlobalPre8"), ("global forward", "GlobalPost1", "GlobalPost8") })
+                    for (int k = 0; k < Goals.HookKinds.Length; k++)
                     {
+                        var (kind, one, eight) = Goals.HookKinds[k];
                         double total = run.Delta(one, calls);
-                        double first = armedRow ? run.Paired(one, "ArmedNoHooks", (x, y) => (x - y) / calls) : total;
+                        double first = armedRow ? run.Paired(one, nameof(HookCostBenchmarks.ArmedNoHooks), (x, y) => (x - y) / calls) : total;
                         var perRounds = run.PairedValues(eight, one, (x8, x1) => (x8 - x1) / (7.0 * calls));
                         double per = Stat.Median(perRounds);
                         double allocPer = ((run[eight].Alloc ?? 0) - (run[one].Alloc ?? 0)) / (7.0 * calls);
                         var state = Judge(per <= 20, perRounds);
-                        if (state == Verdict3.Missed) misses.Add(kind);
+                        if (state == GoalState.Missed) misses.Add(kind);
                         if (chain)
-                            goals.Add(new Goal(id, $"{kind} hook, call path alone: first hook per module call, over the armed tree (issue 12)", "≤ 20 ns", Ns(first),
-                                Judge(first <= 20, armedRow ? run.PairedValues(one, "ArmedNoHooks", (x, y) => (x - y) / calls) : run.PairedValues(one, run.Base.Method, (x, y) => (x - y) / calls))));
-                        goals.Add(new Goal(id, $"{kind} hook, {(chain ? "call path alone" : "tiny MLP")}: per further hook per module call", "≤ 20 ns", Ns(per), state));
+                            goals.Add(Goals.ChainFirstHook[k].Row(Ns(first),
+                                Judge(first <= 20, armedRow ? run.PairedValues(one, nameof(HookCostBenchmarks.ArmedNoHooks), (x, y) => (x - y) / calls) : run.PairedValues(one, run.Base.Method, (x, y) => (x - y) / calls))));
+                        goals.Add((chain ? Goals.ChainPerHook : Goals.MlpPerHook)[k].Row(Ns(per), state));
                         t.Append($"| {kind} | {Signed(first)} | {Signed(total)} | {Ns(per)} | {Word(state)} | {(Math.Abs(allocPer) < 0.5 ? "0" : allocPer.ToString("0.#", Inv))} B |");
                         if (withPy) t.Append($" {Signed(py!.FirstHook(kind))} | {Ns(py.PerHook(kind))} |");
                         t.AppendLine();
@@ -284,8 +281,8 @@ namespace TorchHooks.Benchmarks
                                  "call frame is pushed on the thread's call stack with the machine-stack position (so that a call that threw and was caught is " +
                                  "finished before the next module runs) and the call index (a per-thread table slot), the forward-hooks concern's way-in " +
                                  "and way-out steps run (one virtual call each, chosen by the set of active concerns), the hook lists are snapshotted (one " +
-                                 "volatile read each), and after forward the frame is found and popped. Issue 12's ≤ 20 ns is missed by that bookkeeping; " +
-                                 "before the seam (commit 63dbfd3, which had no abandoned-call detection or per-thread call indices) the same rows measured " +
+                                 "volatile read each), and after forward the frame is found and popped. The ≤ 20 ns goal is missed by that bookkeeping; " +
+                                 "before the seam (which had no abandoned-call detection or per-thread call indices) the same rows measured " +
                                  "27–29 ns on this machine.");
                     if (misses.Count > 0)
                         t.AppendLine().AppendLine($"**Missed for {string.Join(", ", misses)}** on this model." +
@@ -311,37 +308,37 @@ namespace TorchHooks.Benchmarks
                     }
                     break;
                 }
-                case "Wrap":
+                case nameof(WrapBenchmarks):
                 {
-                    var w = run["WithHooks"];
+                    var w = run[nameof(WrapBenchmarks.WithHooks)];
                     int n = Models.DeepModelModules;
                     t.AppendLine($"**`WithHooks()` on a fresh 201-module model: {Fmt(w.Median)} ({Fmt(w.Median / n)} per module, " +
-                                 $"{(w.Alloc ?? 0) / (double)n:0} B allocated per module), {run.Ratio("WithHooks"):0.00}× the time it takes to build the model.** " +
-                                 "Goal (issue 12): ≤ 1 µs per module. Per module it checks the model is not disposed (its parameters and buffers, through " +
+                                 $"{(w.Alloc ?? 0) / (double)n:0} B allocated per module), {run.Ratio(nameof(WrapBenchmarks.WithHooks)):0.00}× the time it takes to build the model.** " +
+                                 "Goal: ≤ 1 µs per module. Per module it checks the model is not disposed (its parameters and buffers, through " +
                                  "compiled accessors), walks TorchSharp's `named_modules()` (about a third of the time), calls the hook-point creator of the " +
                                  "module's type (a delegate bound by reflection once per closed type), allocates a `HookPoint` (hook lists only on first " +
                                  "registration) and adds a `ConditionalWeakTable` entry. No TorchSharp hook is registered: the dispatchers are attached when " +
                                  "something is registered on the tree (suite 3b's arming), copy-on-write under TorchHooks' own key, so TorchSharp's " +
                                  "`Guid.NewGuid().ToString()` key per hook (~1.5 µs each, a `getrandom` system call; `--wrap-probe`) is never paid.");
-                    goals.Add(new Goal("4", "WithHooks() per module", "≤ 1 µs", Fmt(w.Median / n), w.Median / n <= 1000));
+                    goals.Add(Goals.WrapPerModule.Row(Fmt(w.Median / n), w.Median / n <= 1000));
                     break;
                 }
-                case "AmpForward":
+                case nameof(AmpForwardBenchmarks):
                 {
-                    var a = run["Bf16Autocast"];
-                    var r = run["Bf16Raw"];
+                    var a = run[nameof(AmpForwardBenchmarks.Bf16Autocast)];
+                    var r = run[nameof(AmpForwardBenchmarks.Bf16Raw)];
                     double flops = 2.0 * 512 * 2048 * 2048;
-                    double ra = run.Ratio("Bf16Autocast"), rr = run.Ratio("Bf16Raw");
+                    double ra = run.Ratio(nameof(AmpForwardBenchmarks.Bf16Autocast)), rr = run.Ratio(nameof(AmpForwardBenchmarks.Bf16Raw));
                     t.AppendLine($"Throughput (from the medians): float32 {flops / b.Median:0.0} GFLOP/s, bf16 autocast {flops / a.Median:0.0} GFLOP/s, raw bf16 {flops / r.Median:0.0} GFLOP/s.");
                     t.AppendLine();
                     t.AppendLine(SpeedSentence("bf16 autocast", ra, a, b) + " " +
                                  $"The raw bf16 GEMM (no casts) takes {rr:0.00}× the float32 time, so " +
                                  (rr > 1.2
-                                     ? $"the bf16 matmul kernel itself is the slow part; autocast's casts of weight and input add {Signed(run.Paired("Bf16Autocast", "Bf16Raw", (x, y) => x - y))} per forward."
-                                     : $"the kernel keeps up and the difference to autocast ({Signed(run.Paired("Bf16Autocast", "Bf16Raw", (x, y) => x - y))}) is the casts."));
+                                     ? $"the bf16 matmul kernel itself is the slow part; autocast's casts of weight and input add {Signed(run.Paired(nameof(AmpForwardBenchmarks.Bf16Autocast), nameof(AmpForwardBenchmarks.Bf16Raw), (x, y) => x - y))} per forward."
+                                     : $"the kernel keeps up and the difference to autocast ({Signed(run.Paired(nameof(AmpForwardBenchmarks.Bf16Autocast), nameof(AmpForwardBenchmarks.Bf16Raw), (x, y) => x - y))}) is the casts."));
                     t.AppendLine();
-                    double overRaw = run.Paired("Bf16Autocast", "Bf16Raw", (x, y) => x / y);
-                    goals.Add(new Goal("5a", $"bf16 autocast over the raw bf16 GEMM ({machine.FlagList(Machine.BfloatFlags)})", "≤ 1.05×", $"{overRaw:0.00}×", overRaw <= 1.05));
+                    double overRaw = run.Paired(nameof(AmpForwardBenchmarks.Bf16Autocast), nameof(AmpForwardBenchmarks.Bf16Raw), (x, y) => x / y);
+                    goals.Add(Goals.AutocastOverRaw.Row($"{overRaw:0.00}×", overRaw <= 1.05, whatSuffix: $" ({machine.FlagList(Machine.BfloatFlags)})"));
                     t.AppendLine();
                     t.AppendLine($"Autocast over the raw bf16 GEMM: {overRaw:0.00}× (goal ≤ 1.05×). What remains is the per-call cast of the weight and of " +
                                  "the input: TorchSharp's `Linear` calls libtorch's functional `linear`, which casts `weight.t()`, a view, and libtorch's cast " +
@@ -358,54 +355,54 @@ namespace TorchHooks.Benchmarks
                                        "the project's TorchSharp facts was measured on a different EPYC that has `avx512_bf16`.)"));
                     break;
                 }
-                case "ResNet":
+                case nameof(ResNetBenchmarks):
                 {
-                    double facade = run.Ratio("PerCallFacade"), raw = run.Ratio("PerCallRaw"), region = run.Ratio("OneRegion"), bf = run.Ratio("Bf16Weights");
-                    double vsRegion = run.Paired("PerCallFacade", "OneRegion", (x, y) => x / y);
+                    double facade = run.Ratio(nameof(ResNetBenchmarks.PerCallFacade)), raw = run.Ratio(nameof(ResNetBenchmarks.PerCallRaw)), region = run.Ratio(nameof(ResNetBenchmarks.OneRegion)), bf = run.Ratio(nameof(ResNetBenchmarks.Bf16Weights));
+                    double vsRegion = run.Paired(nameof(ResNetBenchmarks.PerCallFacade), nameof(ResNetBenchmarks.OneRegion), (x, y) => x / y);
                     t.AppendLine($"Per call, as a fraction of float32 ({Fmt(b.Median)}): region per call through the facade {facade:0.00}×, " +
                                  $"region per call on the never-wrapped model {raw:0.00}×, one region around the calls {region:0.00}×, bf16 weights {bf:0.00}×. " +
                                  $"The facade's per-call regions take {vsRegion:0.00}× the time of one region around the loop." +
                                  (vsRegion > 1.0
-                                     ? $" Over the rounds that ratio ranged {run.PairedValues("PerCallFacade", "OneRegion", (x, y) => x / y).Min():0.00}–" +
-                                       $"{run.PairedValues("PerCallFacade", "OneRegion", (x, y) => x / y).Max():0.00}× (per call {Fmt(run["PerCallFacade"].Lo)} – " +
-                                       $"{Fmt(run["PerCallFacade"].Hi)}, one region {Fmt(run["OneRegion"].Lo)} – {Fmt(run["OneRegion"].Hi)}): with " +
+                                     ? $" Over the rounds that ratio ranged {run.PairedValues(nameof(ResNetBenchmarks.PerCallFacade), nameof(ResNetBenchmarks.OneRegion), (x, y) => x / y).Min():0.00}–" +
+                                       $"{run.PairedValues(nameof(ResNetBenchmarks.PerCallFacade), nameof(ResNetBenchmarks.OneRegion), (x, y) => x / y).Max():0.00}× (per call {Fmt(run[nameof(ResNetBenchmarks.PerCallFacade)].Lo)} – " +
+                                       $"{Fmt(run[nameof(ResNetBenchmarks.PerCallFacade)].Hi)}, one region {Fmt(run[nameof(ResNetBenchmarks.OneRegion)].Lo)} – {Fmt(run[nameof(ResNetBenchmarks.OneRegion)].Hi)}): with " +
                                        $"{run.Rounds} rounds of a 30 ms workload on this shared machine the two are not separable; `--resnet-probe` " +
                                        "(5 alternating rounds of every case in one process) is the finer measurement of this goal."
                                      : ""));
                     t.AppendLine();
                     t.AppendLine($"CPU flags: {machine.FlagList(Machine.BfloatFlags)}." + (machine.HasNativeBf16 ? "" : " Without native bf16 instructions every bf16 case is slower than float32 here (see 5a)."));
-                    goals.Add(new Goal("5d", "bf16 region per call (facade) vs one region around the loop", "≤ 1.00×", $"{vsRegion:0.00}×", vsRegion <= 1.0));
+                    goals.Add(Goals.RegionPerCall.Row($"{vsRegion:0.00}×", vsRegion <= 1.0));
                     if (machine.HasNativeBf16)
-                        goals.Add(new Goal("5d", "bf16 region per call (facade) vs float32, avx512_bf16", "≤ 1/1.15 = 0.87×", $"{facade:0.00}×", facade <= 1 / 1.15));
+                        goals.Add(Goals.RegionVsFloat32.Row($"{facade:0.00}×", facade <= 1 / 1.15));
                     break;
                 }
-                case "AmpTraining":
+                case nameof(AmpTrainingBenchmarks):
                 {
-                    var a = run["Bf16Autocast"];
-                    var fwd = all.FirstOrDefault(r => r.Suite.Key == "AmpForward" && r.Ok);
-                    t.AppendLine(SpeedSentence("The bf16 autocast training step", run.Ratio("Bf16Autocast"), a, b) +
+                    var a = run[nameof(AmpForwardBenchmarks.Bf16Autocast)];
+                    var fwd = all.FirstOrDefault(r => r.Suite.Type == typeof(AmpForwardBenchmarks) && r.Ok);
+                    t.AppendLine(SpeedSentence("The bf16 autocast training step", run.Ratio(nameof(AmpForwardBenchmarks.Bf16Autocast)), a, b) +
                                  " Autocast records the forward matmul in bf16, so backward's two matmuls (gradients of input and weight) run in bf16 " +
                                  "as well: three bf16 GEMMs per step instead of one." +
                                  (fwd != null
-                                     ? $" The bf16 step takes {a.Median / fwd["Bf16Autocast"].Median:0.0}× the bf16 forward of suite 5a and the float32 step " +
+                                     ? $" The bf16 step takes {a.Median / fwd[nameof(AmpForwardBenchmarks.Bf16Autocast)].Median:0.0}× the bf16 forward of suite 5a and the float32 step " +
                                        $"{b.Median / fwd.Base.Median:0.0}× the float32 forward, so bf16's backward is slower per GEMM than its forward " +
                                        "(backward multiplies transposed operands; we did not profile which kernel libtorch picks for them)."
                                      : ""));
                     break;
                 }
-                case "AutocastScope":
+                case nameof(AutocastScopeBenchmarks):
                 {
-                    var tok = run["Token"];
-                    var sc = run["Scope"];
+                    var tok = run[nameof(AutocastScopeBenchmarks.Token)];
+                    var sc = run[nameof(AutocastScopeBenchmarks.Scope)];
                     t.Append($"An empty region costs {Fmt(b.Median)} with libtorch's switches called directly, {Fmt(tok.Median)} through `Amp.Enter` " +
-                             $"({Signed(run.Paired("Token", b.Method, (x, y) => x - y))}, {tok.Alloc ?? 0} B allocated) and {Fmt(sc.Median)} through `Amp.autocast` " +
-                             $"({Signed(run.Paired("Scope", b.Method, (x, y) => x - y))}, {sc.Alloc ?? 0} B allocated: the scope object, plus two native " +
+                             $"({Signed(run.Paired(nameof(AutocastScopeBenchmarks.Token), b.Method, (x, y) => x - y))}, {tok.Alloc ?? 0} B allocated) and {Fmt(sc.Median)} through `Amp.autocast` " +
+                             $"({Signed(run.Paired(nameof(AutocastScopeBenchmarks.Scope), b.Method, (x, y) => x - y))}, {sc.Alloc ?? 0} B allocated: the scope object, plus two native " +
                              "reads for its properties). Most of the time is libtorch's: six thread-local switches, and `clear_cache`, which takes a mutex, " +
                              "at depth 0. TorchHooks' part is argument validation and its own per-thread frame stack (what makes out-of-order and " +
                              "wrong-thread exits detectable).");
-                    var amp = all.FirstOrDefault(r => r.Suite.Key == "AmpForward" && r.Ok);
+                    var amp = all.FirstOrDefault(r => r.Suite.Type == typeof(AmpForwardBenchmarks) && r.Ok);
                     if (amp != null) t.Append($" Against a forward of suite 5a ({Fmt(amp.Base.Median)}) either is negligible.");
-                    var dispatch = all.FirstOrDefault(r => r.Suite.Key == "Dispatch" && r.Ok);
+                    var dispatch = all.FirstOrDefault(r => r.Suite.Type == typeof(DispatchBenchmarks) && r.Ok);
                     if (dispatch != null)
                         t.Append($" Opened around every module call (a per-module precision policy enters a token per call), the token costs " +
                                  $"{tok.Median / (dispatch.Base.Median / Models.TinyMlpCalls) * 100:0}% of a tiny module call ({Fmt(dispatch.Base.Median / Models.TinyMlpCalls)}, suite 1).");
@@ -512,12 +509,12 @@ namespace TorchHooks.Benchmarks
                                  $"{(!orow.Baseline ? Signed((orow.Median - o.Base.Median) / calls) : "")} |");
                 }
             }
-            var chainIn = runs.FirstOrDefault(r => r.Suite.Key == "ChainDispatch" && r.Ok);
-            var chainOut = outOfProcess.FirstOrDefault(r => r.Suite.Key == "ChainDispatch" && r.Ok);
+            var chainIn = runs.FirstOrDefault(r => r.Suite.Type == typeof(ChainDispatchBenchmarks) && r.Ok);
+            var chainOut = outOfProcess.FirstOrDefault(r => r.Suite.Type == typeof(ChainDispatchBenchmarks) && r.Ok);
             if (chainIn != null && chainOut != null)
             {
-                double din = chainIn.Delta("FacadeCall", Models.ManagedChainCalls);
-                double dout = (chainOut["FacadeCall"].Median - chainOut.Base.Median) / Models.ManagedChainCalls;
+                double din = chainIn.Delta(nameof(ChainDispatchBenchmarks.FacadeCall), Models.ManagedChainCalls);
+                double dout = (chainOut[nameof(ChainDispatchBenchmarks.FacadeCall)].Median - chainOut.Base.Median) / Models.ManagedChainCalls;
                 s.AppendLine();
                 s.AppendLine($"On the call path alone (1b), the facade's cost per module call is {Signed(din)} in-process and {Signed(dout)} out-of-process " +
                              (Math.Abs(din - dout) <= 10
@@ -574,18 +571,18 @@ namespace TorchHooks.Benchmarks
 
         private static string Verdict(bool met) => met ? "met" : "**missed**";
 
-        private static string Word(Verdict3 v) => v switch { Verdict3.Met => "met", Verdict3.Missed => "**missed**", _ => "inconclusive (noise)" };
+        private static string Word(GoalState v) => v switch { GoalState.Met => "met", GoalState.Missed => "**missed**", _ => "inconclusive (noise)" };
 
         /// <summary>
         /// Met/missed from the median over rounds — unless the rounds disagree about the sign of the difference: when more
         /// than a quarter of them (e.g. 3 of 9) come out on the other side of zero than the rest, the noise is as large as the
         /// effect and no verdict is given. (With 2 of 9 or fewer on the minority side, a sign test puts the direction at p &lt; 0.05.)
         /// </summary>
-        private static Verdict3 Judge(bool met, List<double> pairedDiffs)
+        private static GoalState Judge(bool met, List<double> pairedDiffs)
         {
             int neg = pairedDiffs.Count(d => d < 0), pos = pairedDiffs.Count(d => d > 0);
             bool noisy = pairedDiffs.Count > 1 && Math.Min(neg, pos) * 4 > pairedDiffs.Count;
-            return noisy ? Verdict3.Inconclusive : met ? Verdict3.Met : Verdict3.Missed;
+            return noisy ? GoalState.Inconclusive : met ? GoalState.Met : GoalState.Missed;
         }
 
         private static string Minutes(TimeSpan t) => t.TotalSeconds < 90 ? $"{t.TotalSeconds:0} s" : $"{(int)t.TotalMinutes} min {t.Seconds:00} s";

@@ -25,6 +25,15 @@ namespace TorchHooks.Benchmarks
         public const int Calls = Models.TinyMlpCalls;
         public const double GoalNs = 500;
 
+        /// <summary>The section's heading in docs/benchmarks.md.</summary>
+        public const string Title = "6. Tracing: tracer, OpenTelemetry spans and torch.profiler per module call (one run)";
+
+        /// <summary>The untraced case (the baseline) and the tracer's case, which the goal reads.</summary>
+        public const string OffCase = "off", TracerCase = "tracer";
+
+        /// <summary>Every C# case this runner measures (the PyTorch ones are "py." + the script's keys).</summary>
+        internal static IReadOnlyCollection<string> CaseKeys { get; } = new[] { OffCase, "callpath", TracerCase, "tracer.notensors", "otel", "cache" };
+
         /// <summary>One case: its name, and per round ns per forward.</summary>
         public sealed class Case
         {
@@ -92,9 +101,9 @@ namespace TorchHooks.Benchmarks
 
             var cases = new (string Key, string Name, Func<IDisposable?> Start)[]
             {
-                ("off", "untraced (no tracer, no listener: the fast path)", () => null),
+                (OffCase, "untraced (no tracer, no listener: the fast path)", () => null),
                 ("callpath", "call path only (a listener that samples nothing)", () => Listener(ActivitySamplingResult.None)),
-                ("tracer", "`ModuleTracer`, tensor details recorded (default)", () => facade.Trace(new TracerOptions { MaxCalls = 10_000_000 })),
+                (TracerCase, "`ModuleTracer`, tensor details recorded (default)", () => facade.Trace(new TracerOptions { MaxCalls = 10_000_000 })),
                 ("tracer.notensors", "`ModuleTracer`, `RecordTensors = false`", () => facade.Trace(new TracerOptions { MaxCalls = 10_000_000, RecordTensors = false })),
                 ("otel", "OpenTelemetry spans (listener sampling all data)", () => Listener(ActivitySamplingResult.AllDataAndRecorded)),
                 ("cache", "`ActivationCache` of every output (`Clone = false`)", () => facade.CacheActivations(new CacheOptions { Clone = false })),
@@ -150,11 +159,10 @@ namespace TorchHooks.Benchmarks
         private static double Last(Result r, string key) => r[key].Samples.Count > 0 ? r[key].Samples[^1] : double.NaN;
 
         /// <summary>The goal line: the tracer's extra cost per module call (default options) against 500 ns.</summary>
-        public static (string What, string Measured, string Verdict) Goal(Result r)
+        internal static GoalRow GoalOf(Result r)
         {
-            double t = r.PerCall("tracer");
-            return ("`ModuleTracer` (tensor details recorded), tiny MLP: extra per module call over untraced", $"{t:0} ns",
-                t <= GoalNs ? "met" : $"**missed** by {t - GoalNs:0} ns");
+            double t = r.PerCall(TracerCase);
+            return Goals.Tracer.Row($"{t:0} ns", t <= GoalNs);
         }
 
         /// <summary>Section 6 of docs/benchmarks.md (or the console report).</summary>
@@ -162,7 +170,7 @@ namespace TorchHooks.Benchmarks
         {
             var inv = CultureInfo.InvariantCulture;
             var sb = new StringBuilder();
-            if (heading) sb.AppendLine("## 6. Tracing: tracer, OpenTelemetry spans and torch.profiler per module call (one run)").AppendLine();
+            if (heading) sb.AppendLine($"## {Title}").AppendLine();
             sb.AppendLine(string.Create(inv, $"Tiny MLP (9 module calls per forward), 1×8, no grad, one thread. {r.Rounds} rounds, alternating: in each, every C# case (declared order, reversed on odd rounds) times {r.Number:N0} forwards after 200 warm-up forwards") +
                 (r.TorchVersion is null ? "" : string.Create(inv, $", then `{PyTorchResult.Python} {PyTorchResult.Script} --serve-profiler` — a child process of this run, started once — times {r.PythonNumber:N0} forwards of the same model plain, under `torch.profiler.profile(with_stack=True)` and under `profile()`")) +
                 string.Create(inv, $". Per module call = median over rounds of (case − untraced) / 9, each difference within one round (PyTorch's cases against PyTorch's untraced forward). Load average {r.LoadBefore} before, {r.LoadAfter} after; {r.Elapsed.TotalSeconds:0} s. Command: `dotnet run -c Release --project benchmarks/TorchHooks.Benchmarks -- --tracing-paired`."));
@@ -177,8 +185,8 @@ namespace TorchHooks.Benchmarks
                 sb.AppendLine(string.Create(inv, $"| {(c.Python ? $"PyTorch {r.TorchVersion}: " : "")}{c.Name} | {c.Median / 1000:0.00} µs | {(baseline ? "" : $"{per:+#,0;−#,0} ns")} | {times} |"));
             }
             sb.AppendLine();
-            var (what, measured, verdict) = Goal(r);
-            sb.AppendLine($"**Goal:** {what} ≤ {GoalNs:0} ns: {measured}, {verdict}.");
+            var goal = GoalOf(r);
+            sb.AppendLine($"**Goal:** {goal.What} {goal.Target}: {goal.Measured}, {(goal.State == GoalState.Met ? "met" : $"**missed** by {r.PerCall(TracerCase) - GoalNs:0} ns")}.");
             if (r.PythonError is not null) sb.AppendLine().AppendLine($"PyTorch's rounds did not run: {r.PythonError}.");
             else if (r.Has("py.profiler with_stack"))
             {
@@ -188,33 +196,8 @@ namespace TorchHooks.Benchmarks
             return sb.ToString();
         }
 
-        /// <summary>Adds section 6 and its goal row to the rendered docs/benchmarks.md (before the cross-check and sanity sections).</summary>
-        public static string AddToDocs(string md, Result r)
-        {
-            var (what, measured, verdict) = Goal(r);
-            string row = $"| 6 | {what} | ≤ {GoalNs:0} ns | {measured} | {verdict} |";
-            int glance = md.IndexOf("## Goals at a glance", StringComparison.Ordinal);
-            int next = glance < 0 ? -1 : md.IndexOf("\n## ", glance + 1, StringComparison.Ordinal);
-            int header = glance < 0 ? -1 : md.IndexOf("|---", glance, StringComparison.Ordinal);
-            if (header > 0 && (next < 0 || header < next))
-            {
-                int tableEnd = md.IndexOf("\n\n", header, StringComparison.Ordinal);
-                if (tableEnd > 0) md = md.Insert(tableEnd + 1, row + "\n");
-            }
-            else if (glance >= 0)   // no other suite ran: the table is this row alone
-            {
-                int body = md.IndexOf("\n\n", glance, StringComparison.Ordinal) + 2;
-                int end = next < 0 ? md.Length : next + 1;
-                md = md.Remove(body, end - body).Insert(body, "| Suite | Goal | Target | Measured (median over rounds) | |\n|---|---|---|---|---|\n" + row + "\n\n");
-            }
-            string section = Markdown(r, heading: true) + "\n";
-            foreach (var anchor in new[] { "## Toolchain cross-check", "## Sanity checks run before the suites" })
-            {
-                int at = md.IndexOf(anchor, StringComparison.Ordinal);
-                if (at >= 0) return md.Insert(at, section);
-            }
-            return md + "\n" + section;
-        }
+        /// <summary>Section 6 of docs/benchmarks.md and its goal row, for <see cref="Report.Render"/>.</summary>
+        internal static PairedSection Section(Result r) => new(Title, Markdown(r, heading: false), new[] { GoalOf(r) });
 
         private static string? Arg(string[] args, string name)
         {
@@ -222,8 +205,8 @@ namespace TorchHooks.Benchmarks
             return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
         }
 
-        /// <summary>benchmarks/pytorch_hook_cost.py --serve-profiler as a child process: one profiler round per request.</summary>
-        private sealed class ProfilerProcess : IDisposable
+        /// <summary>benchmarks/pytorch_hook_cost.py --serve-profiler (or another --serve-* mode) as a child process: one round per request.</summary>
+        internal sealed class ProfilerProcess : IDisposable
         {
             private readonly Process _process;
             public string TorchVersion = "?";
@@ -232,7 +215,7 @@ namespace TorchHooks.Benchmarks
 
             private ProfilerProcess(Process process) => _process = process;
 
-            public static ProfilerProcess? Start(string root, int number, out string? error)
+            public static ProfilerProcess? Start(string root, int number, out string? error, string mode = "--serve-profiler")
             {
                 error = null;
                 if (!File.Exists(PyTorchResult.Python)) { error = $"{PyTorchResult.Python} not found"; return null; }
@@ -241,7 +224,7 @@ namespace TorchHooks.Benchmarks
                     WorkingDirectory = root, RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true,
                 };
                 psi.ArgumentList.Add(PyTorchResult.Script);
-                psi.ArgumentList.Add("--serve-profiler");
+                psi.ArgumentList.Add(mode);
                 psi.ArgumentList.Add("--number");
                 psi.ArgumentList.Add(number.ToString(CultureInfo.InvariantCulture));
                 var p = new ProfilerProcess(Process.Start(psi)!);
@@ -255,8 +238,8 @@ namespace TorchHooks.Benchmarks
                 return p;
             }
 
-            /// <summary>One round: ns per forward per case, or null if the script failed.</summary>
-            public Dictionary<string, double>? Round()
+            /// <summary>One round: the script's answer (a JSON object), or null if the script failed.</summary>
+            public JsonElement? RoundJson()
             {
                 try
                 {
@@ -265,9 +248,15 @@ namespace TorchHooks.Benchmarks
                 }
                 catch (IOException e) { Error = e.Message; return null; }
                 var line = ReadLine("ROUND ");
-                if (line is null) return null;
+                return line is null ? null : JsonDocument.Parse(line).RootElement.Clone();
+            }
+
+            /// <summary>One profiler round: ns per forward per case, or null if the script failed.</summary>
+            public Dictionary<string, double>? Round()
+            {
+                if (RoundJson() is not { } json) return null;
                 var sample = new Dictionary<string, double>();
-                foreach (var p in JsonDocument.Parse(line).RootElement.EnumerateObject()) sample[p.Name] = p.Value.GetDouble();
+                foreach (var p in json.EnumerateObject()) sample[p.Name] = p.Value.GetDouble();
                 return sample;
             }
 

@@ -2,6 +2,7 @@ using System;
 using System.Collections.Generic;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using System.Threading;
 using TorchSharp;
 using Tensor = TorchSharp.torch.Tensor;
 
@@ -40,10 +41,11 @@ namespace TorchHooks
         private sealed class State : CallState
         {
             public BackwardCall? Call;
-            public List<Tensor>? Wrapped;
+            public Tensor[]? Wrapped;
+            public Tensor? WrappedOne;
             public object? OriginalArgs;
 
-            public override void Clear() { Call = null; Wrapped = null; OriginalArgs = null; }
+            public override void Clear() { Call = null; Wrapped = null; WrappedOne = null; OriginalArgs = null; }
         }
 
         private sealed class Typed<TArgs, TResult> : CallSteps<TArgs, TResult>
@@ -51,18 +53,32 @@ namespace TorchHooks
             /// <summary>PyTorch's <c>setup_input_hook</c>.</summary>
             public override void In(CallFrame frame, ref TArgs args)
             {
-                Pending.DisposeAll();
-                BackwardHookFailures.ThrowPendingBeforeForward();
+                PendingGradients.DisposeAll();
+                BackwardHookFailures.ThrowPendingBeforeForward(frame.Node);
                 var call = BackwardCall.Create(frame.Node, frame.Module, frame.CallIndex);
                 if (call is null) return;
                 var state = Unsafe.As<State>(frame.State(Instance.Slot) ??= new State());
                 state.Call = call;
+                // No input node where no hook needs it: only full hooks (and a tracer's timing) run there.
+                bool wrap = call.NeedsInputNode && AutogradNative.IsGradEnabled();
+                if (args is Tensor one)   // one positional tensor: the usual case, without arrays
+                {
+                    call.InputCount = 1;
+                    if (!wrap || one.IsInvalid || !AutogradNative.RequiresGrad(one)) return;
+                    Tensor view = null!;
+                    AutogradNode.Identity(call.InputSite, new ReadOnlySpan<Tensor>(in one), new Span<Tensor>(ref view));
+                    call.InputIndex = BackwardCall.Single;
+                    state.WrappedOne = view;
+                    state.OriginalArgs = args;
+                    args = (TArgs)(object)view;
+                    return;
+                }
                 var items = Items(args, out int n);
                 call.InputCount = n;
-                if (!torch.is_grad_enabled()) return;
+                if (!wrap) return;
                 var (index, tensors) = RequiringGrad(items);
                 if (index is null) return;
-                var views = BackwardHookFunction.Wrap(call.InputSite, tensors);
+                var views = AutogradNode.Identity(call.InputSite, tensors);
                 call.InputIndex = index;
                 call.RecordNoGradInputs(items);
                 state.Wrapped = views;
@@ -75,15 +91,28 @@ namespace TorchHooks
             public override void Out(CallFrame frame, ref TArgs args, ref TResult result)
             {
                 if (Unsafe.As<State>(frame.State(Instance.Slot)) is not { Call: { } call } state) return;
-                var original = result;
-                if (result is Tensor || result is ITuple)
+                if (result is Tensor one)   // one output tensor: the usual case, without arrays
+                {
+                    call.OutputCount = 1;
+                    if (AutogradNative.IsGradEnabled() && !one.IsInvalid && AutogradNative.RequiresGrad(one))
+                    {
+                        Tensor view = null!;
+                        AutogradNode.Identity(call.OutputSite, new ReadOnlySpan<Tensor>(in one), new Span<Tensor>(ref view));
+                        call.OutputIndex = BackwardCall.Single;
+                        result = (TResult)(object)view;
+                        // As below: the un-wrapped output is replaced by its view.
+                        if (one is not TorchSharp.Modules.Parameter && !Contains(args, one) && !Contains(state.OriginalArgs, one))
+                            one.Dispose();
+                    }
+                }
+                else if (result is ITuple)
                 {
                     var items = Items(result, out int n);
                     call.OutputCount = n;
-                    var (index, tensors) = torch.is_grad_enabled() ? RequiringGrad(items) : (null, null!);
+                    var (index, tensors) = AutogradNative.IsGradEnabled() ? RequiringGrad(items) : (null, null!);
                     if (index is not null)
                     {
-                        var views = BackwardHookFunction.Wrap(call.OutputSite, tensors);
+                        var views = AutogradNode.Identity(call.OutputSite, tensors);
                         call.OutputIndex = index;
                         for (int i = 0; i < index.Length; i++) items[index[i]] = views[i];
                         result = Rebuild<TResult>(result, items);
@@ -110,6 +139,11 @@ namespace TorchHooks
 
             private static void DisposeWrappedInputs(State state, object? keep)
             {
+                if (state.WrappedOne is { } view)
+                {
+                    state.WrappedOne = null;
+                    if (!Contains(keep, view)) view.Dispose();
+                }
                 if (state.Wrapped is not { } views) return;
                 state.Wrapped = null;
                 foreach (var v in views)
@@ -131,19 +165,23 @@ namespace TorchHooks
             return items;
         }
 
-        private static (int[]? Index, List<Tensor> Tensors) RequiringGrad(object?[] items)
+        private static (int[]? Index, Tensor[] Tensors) RequiringGrad(object?[] items)
         {
-            List<int>? index = null;
-            var tensors = new List<Tensor>();
+            int count = 0;
             for (int i = 0; i < items.Length; i++)
+                if (items[i] is Tensor t && !t.IsInvalid && AutogradNative.RequiresGrad(t)) count++;
+            if (count == 0) return (null, Array.Empty<Tensor>());
+            var index = new int[count];
+            var tensors = new Tensor[count];
+            for (int i = 0, k = 0; i < items.Length; i++)
             {
-                if (items[i] is Tensor t && !t.IsInvalid && t.requires_grad)
+                if (items[i] is Tensor t && !t.IsInvalid && AutogradNative.RequiresGrad(t))
                 {
-                    (index ??= new List<int>()).Add(i);
-                    tensors.Add(t);
+                    index[k] = i;
+                    tensors[k++] = t;
                 }
             }
-            return (index?.ToArray(), tensors);
+            return (index, tensors);
         }
 
         private static T Rebuild<T>(T original, object?[] items)
@@ -163,10 +201,13 @@ namespace TorchHooks
     /// <summary>
     /// One module call's backward hooks (PyTorch: one <c>BackwardHook</c> object): the hooks as they were when the
     /// call began, where the tensors sit among the inputs and outputs, and grad_output between the output node
-    /// and the input node.
+    /// and the input node. It is the output node's gradient site itself; the input node's is <see cref="InputSite"/>.
     /// </summary>
-    internal sealed class BackwardCall
+    internal sealed class BackwardCall : GradientSite
     {
+        /// <summary>The index of a lone tensor (input or output): shared, never written.</summary>
+        public static readonly int[] Single = { 0 };
+
         private readonly HookPoint _node;
         private readonly torch.nn.Module _module;
         private readonly HookEntry[] _pre;
@@ -176,7 +217,6 @@ namespace TorchHooks
         private readonly bool _observed;
         private long _backwardStart;
         private Tensor?[]? _gradOutputs;
-        private readonly object _gate = new();
 
         public int InputCount;
         public int[]? InputIndex;
@@ -185,14 +225,22 @@ namespace TorchHooks
         /// <summary>Tensor inputs that need no grad, beside ones that do: PyTorch's grad_input has zeros there (its identity node materializes them).</summary>
         private List<(int Position, long[] Shape, torch.ScalarType Dtype, torch.Device Device)>? _zeroInputs;
         public readonly GradientSite InputSite;
-        public readonly GradientSite OutputSite;
+        public GradientSite OutputSite => this;
 
         private BackwardCall(HookPoint node, torch.nn.Module module, HookEntry[] pre, HookEntry[] full, int callIndex, bool observed)
         {
             _node = node; _module = module; _pre = pre; _full = full; _callIndex = callIndex; _observed = observed;
-            InputSite = new Side(this, input: true);
-            OutputSite = new Side(this, input: false);
+            InputSite = new InputSide(this);
         }
+
+        /// <summary>Whether the inputs need a node: only full hooks and a tracer's backward timing run there (PyTorch wraps them regardless).</summary>
+        public bool NeedsInputNode => _full.Length > 0 || _observed;
+
+        public override Tensor?[] OnBackward(Tensor?[] grads) => OutputBackward(grads);
+
+        public override HookPoint? Owner => _node;
+
+        public override string Where => $"module '{_node.Path}' ({_module.GetType().Name}), a backward pre-hook or a full backward hook";
 
         /// <summary>
         /// The call's hooks, global before local, and whether an observer of <see cref="BackwardEvents"/> wants its backward;
@@ -226,21 +274,20 @@ namespace TorchHooks
                     (_zeroInputs ??= new()).Add((i, t.shape, t.dtype, t.device));
         }
 
-        private sealed class Side : GradientSite
+        private sealed class InputSide : GradientSite
         {
             private readonly BackwardCall _call;
-            private readonly bool _input;
-            public Side(BackwardCall call, bool input) { _call = call; _input = input; }
-            public override Tensor?[] OnBackward(Tensor?[] grads) => _input ? _call.InputBackward(grads) : _call.OutputBackward(grads);
-
-            public override string Where => $"module '{_call._node.Path}' ({_call._module.GetType().Name}), {(_input ? "a full backward hook" : "a backward pre-hook or a full backward hook")}";
+            public InputSide(BackwardCall call) { _call = call; }
+            public override Tensor?[] OnBackward(Tensor?[] grads) => _call.InputBackward(grads);
+            public override HookPoint? Owner => _call._node;
+            public override string Where => $"module '{_call._node.Path}' ({_call._module.GetType().Name}), a full backward hook";
         }
 
         /// <summary>The output node's backward (PyTorch's output hook): pre-hooks; full hooks too if no input requires grad.</summary>
         private Tensor?[] OutputBackward(Tensor?[] grads)
         {
             if (_observed) _backwardStart = Stopwatch.GetTimestamp();
-            if (BackwardHookFailures.HasPending) return grads;
+            if (BackwardHookFailures.HasPendingFor(_node)) return grads;
             var gradOutputs = Spread(grads, OutputIndex!, OutputCount);
             foreach (var entry in _pre)
             {
@@ -266,10 +313,10 @@ namespace TorchHooks
             }
             else
             {
-                // Kept for the input node, which runs in a later callback: the handles of this one are disposed by then.
-                var kept = new Tensor?[gradOutputs.Length];
-                for (int i = 0; i < kept.Length; i++) kept[i] = gradOutputs[i]?.alias();
-                lock (_gate) _gradOutputs = kept;
+                // Kept for the input node, which runs in a later callback: taken out of the pending handles, which that
+                // callback would dispose first; the input node hands them back.
+                PendingGradients.Keep(gradOutputs);
+                Volatile.Write(ref _gradOutputs, gradOutputs);
             }
             return Gather(gradOutputs, OutputIndex!);
         }
@@ -277,18 +324,17 @@ namespace TorchHooks
         /// <summary>The input node's backward (PyTorch's <c>_set_user_hook</c>): full hooks, once every input gradient is in.</summary>
         private Tensor?[] InputBackward(Tensor?[] grads)
         {
-            Tensor?[]? gradOutputs;
-            lock (_gate) { gradOutputs = _gradOutputs; _gradOutputs = null; }
+            var gradOutputs = Interlocked.Exchange(ref _gradOutputs, null);
             // The gradient reached the inputs without passing through the outputs (e.g. a second backward): no firing.
             if (gradOutputs is null) return grads;
-            foreach (var g in gradOutputs) Pending.Add(g);
-            if (BackwardHookFailures.HasPending) return grads;
+            foreach (var g in gradOutputs) PendingGradients.Add(g);
+            if (BackwardHookFailures.HasPendingFor(_node)) return grads;
             var gradInputs = Spread(grads, InputIndex!, InputCount);
             if (_zeroInputs is not null)
                 foreach (var (position, shape, dtype, device) in _zeroInputs)
                 {
                     var zeros = torch.zeros(shape, dtype, device);
-                    Pending.Add(zeros);
+                    PendingGradients.Add(zeros);
                     gradInputs[position] = zeros;
                 }
             foreach (var entry in _full)
@@ -305,8 +351,10 @@ namespace TorchHooks
             return Gather(gradInputs, InputIndex!);
         }
 
+        /// <summary>One gradient per wrapped tensor → one per position (null where no tensor requires grad); the same array when every position is wrapped.</summary>
         private static Tensor?[] Spread(Tensor?[] grads, int[] index, int count)
         {
+            if (index.Length == count) return grads;
             var all = new Tensor?[count];
             for (int i = 0; i < index.Length; i++) all[index[i]] = grads[i];
             return all;
@@ -314,6 +362,7 @@ namespace TorchHooks
 
         private static Tensor?[] Gather(Tensor?[] all, int[] index)
         {
+            if (index.Length == all.Length) return all;
             var grads = new Tensor?[index.Length];
             for (int i = 0; i < index.Length; i++) grads[i] = all[index[i]];
             return grads;
@@ -322,7 +371,7 @@ namespace TorchHooks
         private static Tensor?[] Copy(IReadOnlyList<Tensor?> list)
         {
             var copy = new Tensor?[list.Count];
-            for (int i = 0; i < copy.Length; i++) { copy[i] = list[i]; Pending.Add(list[i]); }
+            for (int i = 0; i < copy.Length; i++) { copy[i] = list[i]; PendingGradients.Add(list[i]); }
             return copy;
         }
 
