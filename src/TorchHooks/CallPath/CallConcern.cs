@@ -91,6 +91,8 @@ namespace TorchHooks
     {
         /// <summary>Tracing: the call begins (outermost; slot for the tracing concern).</summary>
         Tracing,
+        /// <summary>Activation checkpointing: grad mode goes off for the whole call, hooks included (slot for the checkpointing concern).</summary>
+        Checkpoint,
         /// <summary>Forward pre-hooks, global then local.</summary>
         ForwardPreHooks,
         /// <summary>Backward hooks wrap the inputs (after the pre-hooks; slot for the backward-hooks concern).</summary>
@@ -108,6 +110,8 @@ namespace TorchHooks
         ForwardHooks,
         /// <summary>Backward hooks wrap the outputs (after the forward hooks; slot for the backward-hooks concern).</summary>
         BackwardOutputWrap,
+        /// <summary>Activation checkpointing: grad mode comes back, the output is routed through the recompute node (slot for the checkpointing concern).</summary>
+        Checkpoint,
         /// <summary>Tracing: the call ends (outermost; slot for the tracing concern).</summary>
         Tracing,
     }

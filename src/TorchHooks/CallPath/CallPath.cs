@@ -43,6 +43,7 @@ namespace TorchHooks
             (ForwardHooksConcern.Instance,  WayIn.ForwardPreHooks,   WayOut.ForwardHooks),
             (PrecisionConcern.Instance,     WayIn.Precision,         WayOut.Precision),
             (BackwardHooksConcern.Instance, WayIn.BackwardInputWrap, WayOut.BackwardOutputWrap),
+            (CheckpointConcern.Instance,    WayIn.Checkpoint,        WayOut.Checkpoint),
         };
 
         /// <summary>The concerns in way-in order, and in way-out (and failure) order.</summary>
@@ -123,6 +124,7 @@ namespace TorchHooks
             frame.Node = node;
             frame.StackMark = here;
             frame.CallIndex = stack.NextCallIndex(node);
+            frame.IsRecomputation = stack.Recomputing != 0;
             // The concerns taking part in this call, fixed when it begins: a concern switched on mid-call joins the next call.
             frame.Concerns = active;
 
