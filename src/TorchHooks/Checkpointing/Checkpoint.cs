@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using System.Text.RegularExpressions;
 using System.Threading;
 using TorchSharp;
 
@@ -14,9 +15,10 @@ namespace TorchHooks
     public sealed class CheckpointOptions
     {
         /// <summary>
-        /// Checkpoint the modules at these paths (<c>named_modules()</c> names); <c>*</c> matches any run of characters,
-        /// dots included: <c>blocks.*</c> is every module under <c>blocks</c>, <c>layers.*.attn</c> every attention.
-        /// Every pattern must match some module. Null: no path condition.
+        /// Checkpoint the modules at these paths (<c>named_modules()</c> names). <c>*</c> matches within one name:
+        /// <c>blocks.*</c> is every child of <c>blocks</c> (not their submodules), <c>layers.*.attn</c> every layer's
+        /// attention; <c>**</c> matches across dots (<c>blocks.**</c>: everything under <c>blocks</c>, nested
+        /// checkpointing). Every pattern must match some module. Null: no path condition.
         /// </summary>
         public IReadOnlyCollection<string>? Paths { get; init; }
 
@@ -128,24 +130,13 @@ namespace TorchHooks
             return model.Checkpoint(new CheckpointOptions { Filter = check_fn });
         }
 
-        /// <summary>A path pattern where <c>*</c> matches any run of characters (dots included).</summary>
+        /// <summary>A path pattern: <c>*</c> matches within one name (no dot), <c>**</c> any run of characters, dots included.</summary>
         internal static Func<string, bool> PathPattern(string pattern)
         {
             if (!pattern.Contains('*')) return path => path == pattern;
-            var parts = pattern.Split('*');
-            return path =>
-            {
-                if (!path.StartsWith(parts[0], StringComparison.Ordinal) || !path.EndsWith(parts[^1], StringComparison.Ordinal)) return false;
-                if (path.Length < parts[0].Length + parts[^1].Length) return false;
-                int at = parts[0].Length, end = path.Length - parts[^1].Length;
-                for (int i = 1; i < parts.Length - 1; i++)
-                {
-                    int found = path.IndexOf(parts[i], at, end - at, StringComparison.Ordinal);
-                    if (found < 0) return false;
-                    at = found + parts[i].Length;
-                }
-                return true;
-            };
+            var regex = "^" + Regex.Escape(pattern).Replace(@"\*\*", ".*").Replace(@"\*", "[^.]*") + "$";
+            var compiled = new Regex(regex, RegexOptions.CultureInvariant);
+            return compiled.IsMatch;
         }
     }
 

@@ -54,7 +54,6 @@ namespace TorchHooks
             try
             {
                 call = (CheckpointCall)ctx.get_data(CallKey);
-                foreach (var g in grad_outputs) Pending.Add(g);
                 if (!BackwardHookFailures.HasPending)   // a hook or recompute already failed in this pass: no more recomputes
                     grads = call.Backward(ctx, grad_outputs);
             }
@@ -63,7 +62,12 @@ namespace TorchHooks
                 BackwardHookFailures.Stash(e, call is null ? "a checkpointed module's recompute" : $"the recompute of checkpointed module '{call.Node.Path}' ({call.Node.Module.GetType().Name})");
                 grads = null;
             }
-            finally { Pending.Exit(); }
+            finally
+            {
+                // Only now: a module call in the recompute disposes the handles pending on the thread (backward hooks' way in).
+                foreach (var g in grad_outputs) Pending.Add(g);
+                Pending.Exit();
+            }
             int count = call?.VarCount ?? grad_outputs.Count;
             var result = new List<Tensor>(count);
             for (int i = 0; i < count; i++) result.Add(grads is not null && i < grads.Length ? grads[i]! : null!);
@@ -233,22 +237,32 @@ namespace TorchHooks
             var items = (object?[])_items.Clone();
             for (int k = 0; k < _tensorAt.Length; k++) items[_tensorAt[k]] = detached[k];
 
-            var output = RunAgain(items);
-
-            var outItems = Items(output);
-            var outs = new List<Tensor>();
-            var ins = new List<Tensor>();
-            for (int k = 0; k < _outputAt.Length && k < gradOutputs.Count; k++)
+            var buffers = _options.KeepBuffersInRecompute ? KeepBuffers() : null;
+            try
             {
-                var g = gradOutputs[k];
-                if (g is null || g.IsInvalid) continue;   // an unused output: no gradient flows from it
-                if (_outputAt[k] < outItems.Length && outItems[_outputAt[k]] is Tensor y && !y.IsInvalid && y.requires_grad)
+                var output = RunAgain(items);
+                var outItems = Items(output);
+                var outs = new List<Tensor>();
+                var ins = new List<Tensor>();
+                for (int k = 0; k < _outputAt.Length && k < gradOutputs.Count; k++)
                 {
-                    outs.Add(y);
-                    ins.Add(g);
+                    var g = gradOutputs[k];
+                    if (g is null || g.IsInvalid) continue;   // an unused output: no gradient flows from it
+                    if (_outputAt[k] < outItems.Length && outItems[_outputAt[k]] is Tensor y && !y.IsInvalid && y.requires_grad)
+                    {
+                        outs.Add(y);
+                        ins.Add(g);
+                    }
                 }
+                if (outs.Count > 0) torch.autograd.backward(outs, ins);
             }
-            if (outs.Count > 0) torch.autograd.backward(outs, ins);
+            finally
+            {
+                // After the recompute's backward, which may need the buffers as they were (BatchNorm saves its running statistics).
+                if (buffers is not null)
+                    using (torch.no_grad())
+                        foreach (var (b, copy) in buffers) b.copy_(copy);
+            }
             for (int k = 0; k < detached.Length; k++)
             {
                 if (!_requiresGrad[k] || detached[k].grad is not { } g) continue;
@@ -256,6 +270,15 @@ namespace TorchHooks
                 Pending.Add(g);
             }
             return grads;
+        }
+
+        /// <summary>Copies of the module's buffers (<see cref="CheckpointOptions.KeepBuffersInRecompute"/>), in the caller's dispose scope.</summary>
+        private List<(Tensor Buffer, Tensor Copy)> KeepBuffers()
+        {
+            var kept = new List<(Tensor, Tensor)>();
+            foreach (var b in Node.Module.buffers())
+                if (!b.IsInvalid) kept.Add((b, b.clone()));
+            return kept;
         }
 
         /// <summary>The recompute: the module call again, with grad on, under the call's RNG and autocast state.</summary>
@@ -268,15 +291,8 @@ namespace TorchHooks
                 current = now.bytes.ToArray();
                 SetRng(_rng);
             }
-            List<(Tensor Buffer, Tensor Copy)>? buffers = null;
             try
             {
-                if (_options.KeepBuffersInRecompute)
-                {
-                    buffers = new();
-                    foreach (var b in Node.Module.buffers())
-                        if (!b.IsInvalid) buffers.Add((b, b.clone()));
-                }
                 using var grad = torch.enable_grad();
                 var region = _autocast.Apply();
                 try { return CheckpointConcern.Recompute(Node, () => _run(Node, items)); }
@@ -285,9 +301,6 @@ namespace TorchHooks
             finally
             {
                 if (current is not null) SetRng(current);
-                if (buffers is not null)
-                    using (torch.no_grad())
-                        foreach (var (b, copy) in buffers) b.copy_(copy);
             }
         }
 
