@@ -25,6 +25,9 @@ namespace TorchHooks.Benchmarks
     ///       torch.profiler through benchmarks/pytorch_hook_cost.py --serve-profiler (TracingPaired.cs).
     ///   ... -- --tracing-probe
     ///       What each sub-step of recording a module call costs (TracingProbe.cs).
+    ///   ... -- --checkpoint-bench [--rounds N] [--steps N] [--batch N]
+    ///       Activation checkpointing: a 24-block residual MLP's training step, nothing / every block / √n segments
+    ///       checkpointed, each in its own child process (peak RSS = VmHWM), plus the nothing-checkpointed call cost (CheckpointBench.cs).
     ///   ... -- --filter '*Dispatch*'   (or any other BenchmarkDotNet command line)
     ///       Ad hoc: BenchmarkDotNet's own switcher, in-process by default.
     /// </summary>
@@ -42,6 +45,8 @@ namespace TorchHooks.Benchmarks
                 return ResNetProbe.Run(args);
             if (args.Contains("--tracing-probe"))
                 return TracingProbe.Run();
+            if (args.Contains("--checkpoint-bench"))
+                return CheckpointBench.Run(args);
             if (args.Contains("--tracing-paired"))
                 return TracingPaired.Run(args);
             if (args.Contains("--write-docs") || args.Contains("--print-docs"))
