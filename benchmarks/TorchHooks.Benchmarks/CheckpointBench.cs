@@ -11,7 +11,7 @@ using static TorchSharp.torch;
 namespace TorchHooks.Benchmarks
 {
     /// <summary>
-    /// <c>--checkpoint-bench [--rounds N] [--steps N] [--batch N]</c>: activation checkpointing (issue 19). A training
+    /// <c>--checkpoint-bench [--rounds N] [--steps N] [--batch N] [--threads N] [--malloc-mmap]</c>: activation checkpointing (issue 19). A training
     /// step (forward + backward + Adam) of a 24-block residual MLP, blocks grouped in √24 ≈ 5 segments, with a batch
     /// large enough that activations dominate, in three configurations: nothing checkpointed, every block
     /// checkpointed, each of the 5 segments checkpointed. Each configuration runs in its own child process (rounds
@@ -20,6 +20,9 @@ namespace TorchHooks.Benchmarks
     /// after the measured steps; activation memory = the difference. Step time: median over the child's steps, then the
     /// median over rounds; ratios against nothing checkpointed. Then, in this process: per-call time of a small model
     /// wrapped with nothing checkpointed against the bare model (the concern inactive: nothing added).
+    /// <c>--threads N</c>: libtorch intra-op threads in the children (default: libtorch's). <c>--malloc-mmap</c>: the children
+    /// run with glibc's static mmap threshold, so freed tensors go back to the OS and RSS follows live tensors (with the
+    /// default dynamic threshold, glibc keeps freed blocks of up to 32 MB in its heap, and the peak includes them).
     /// Prints markdown rows, the load average and the CPU flags.
     /// </summary>
     internal static class CheckpointBench
@@ -30,11 +33,13 @@ namespace TorchHooks.Benchmarks
         public static int Run(string[] args)
         {
             int Arg(string name, int fallback) => args.SkipWhile(a => a != name).Skip(1).Select(a => int.TryParse(a, out var r) ? r : 0).FirstOrDefault() is var v && v > 0 ? v : fallback;
-            int steps = Arg("--steps", 5), batch = Arg("--batch", 2048), rounds = Arg("--rounds", 3);
+            int steps = Arg("--steps", 5), batch = Arg("--batch", 2048), rounds = Arg("--rounds", 3), threads = Arg("--threads", 0);
+            bool mmap = args.Contains("--malloc-mmap");
             var child = args.SkipWhile(a => a != "--child").Skip(1).FirstOrDefault();
-            if (child is not null) return Child(child, steps, batch);
+            if (child is not null) return Child(child, steps, batch, threads);
 
-            Console.WriteLine($"# Activation checkpointing: {Blocks}-block residual MLP (width {Width}, hidden {Hidden}, batch {batch}), {Segments} segments, Adam; {steps} steps per child, {rounds} rounds");
+            Console.WriteLine($"# Activation checkpointing: {Blocks}-block residual MLP (width {Width}, hidden {Hidden}, batch {batch}), {Segments} segments, Adam; {steps} steps per child, {rounds} rounds; " +
+                $"libtorch threads: {(threads > 0 ? threads.ToString() : "default")}; glibc malloc: {(mmap ? "MALLOC_MMAP_THRESHOLD_=131072 (static: freed tensors of 128 KB and more go back to the OS)" : "default (dynamic mmap threshold)")}");
             Console.WriteLine($"load average before: {Machine.LoadAverage()}; CPU flags: {CpuFlags()}; {Environment.ProcessorCount} logical cores");
             var results = Configs.ToDictionary(c => c, _ => new List<(double Ms, double BaseMb, double PeakMb)>());
             for (int r = 0; r < rounds; r++)
@@ -42,7 +47,7 @@ namespace TorchHooks.Benchmarks
                 var order = r % 2 == 0 ? Configs : Configs.Reverse().ToArray();
                 foreach (var config in order)
                 {
-                    var line = RunChild(config, steps, batch);
+                    var line = RunChild(config, steps, batch, threads, mmap);
                     var f = line.Split(' ').Select(s => double.Parse(s, CultureInfo.InvariantCulture)).ToArray();
                     results[config].Add((f[0], f[1], f[2]));
                     Console.WriteLine($"  round {r + 1} {config,-14} step {f[0],8:0.0} ms  baseline {f[1],7:0.0} MB  peak {f[2],7:0.0} MB  activations {f[2] - f[1],7:0.0} MB");
@@ -96,8 +101,9 @@ namespace TorchHooks.Benchmarks
             return nn.Sequential(("segments", nn.Sequential(segments)), ("head", nn.Linear(Width, 1)));
         }
 
-        private static int Child(string config, int steps, int batch)
+        private static int Child(string config, int steps, int batch, int threads)
         {
+            if (threads > 0) set_num_threads(threads);
             manual_seed(1);
             var model = Model();
             var m = model.WithHooks();
@@ -119,7 +125,9 @@ namespace TorchHooks.Benchmarks
                 long t0 = Stopwatch.GetTimestamp();
                 opt.zero_grad();
                 var loss = nn.functional.mse_loss(m.call(input), target);
+                if (s_memTrace) Console.Error.WriteLine($"after forward: RSS {VmMb("VmRSS:"):0.0} MB, HWM {VmHwmMb():0.0} MB");
                 loss.Backward();
+                if (s_memTrace) Console.Error.WriteLine($"after backward: RSS {VmMb("VmRSS:"):0.0} MB, HWM {VmHwmMb():0.0} MB");
                 opt.step();
                 return (Stopwatch.GetTimestamp() - t0) * 1000.0 / Stopwatch.Frequency;
             }
@@ -133,12 +141,13 @@ namespace TorchHooks.Benchmarks
             return 0;
         }
 
-        private static string RunChild(string config, int steps, int batch)
+        private static string RunChild(string config, int steps, int batch, int threads, bool mmap)
         {
             var self = Environment.ProcessPath!;
             var psi = new ProcessStartInfo(self) { RedirectStandardOutput = true, UseShellExecute = false };
+            if (mmap) psi.Environment["MALLOC_MMAP_THRESHOLD_"] = "131072";
             if (Path.GetFileNameWithoutExtension(self) == "dotnet") psi.ArgumentList.Add(typeof(CheckpointBench).Assembly.Location);
-            foreach (var a in new[] { "--checkpoint-bench", "--child", config, "--steps", steps.ToString(), "--batch", batch.ToString() }) psi.ArgumentList.Add(a);
+            foreach (var a in new[] { "--checkpoint-bench", "--child", config, "--steps", steps.ToString(), "--batch", batch.ToString(), "--threads", threads.ToString() }) psi.ArgumentList.Add(a);
             using var p = Process.Start(psi)!;
             var output = p.StandardOutput.ReadToEnd();
             p.WaitForExit();
@@ -146,9 +155,13 @@ namespace TorchHooks.Benchmarks
             return output.Trim().Split('\n').Last().Trim();
         }
 
-        private static double VmHwmMb()
+        private static readonly bool s_memTrace = Environment.GetEnvironmentVariable("CHECKPOINT_BENCH_MEMTRACE") == "1";
+
+        private static double VmHwmMb() => VmMb("VmHWM:");
+
+        private static double VmMb(string field)
         {
-            var line = File.ReadAllLines("/proc/self/status").First(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
+            var line = File.ReadAllLines("/proc/self/status").First(l => l.StartsWith(field, StringComparison.Ordinal));
             return double.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024.0;
         }
 

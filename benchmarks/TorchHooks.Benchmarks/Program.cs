@@ -25,7 +25,7 @@ namespace TorchHooks.Benchmarks
     ///       torch.profiler through benchmarks/pytorch_hook_cost.py --serve-profiler (TracingPaired.cs).
     ///   ... -- --tracing-probe
     ///       What each sub-step of recording a module call costs (TracingProbe.cs).
-    ///   ... -- --checkpoint-bench [--rounds N] [--steps N] [--batch N]
+    ///   ... -- --checkpoint-bench [--rounds N] [--steps N] [--batch N] [--threads N] [--malloc-mmap]
     ///       Activation checkpointing: a 24-block residual MLP's training step, nothing / every block / √n segments
     ///       checkpointed, each in its own child process (peak RSS = VmHWM), plus the nothing-checkpointed call cost (CheckpointBench.cs).
     ///   ... -- --filter '*Dispatch*'   (or any other BenchmarkDotNet command line)
