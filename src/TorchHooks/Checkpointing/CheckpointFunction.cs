@@ -43,7 +43,6 @@ namespace TorchHooks
             var inputs = new List<Tensor>(vars.Length);
             for (int i = call.FirstInput; i < vars.Length; i++) inputs.Add((Tensor)vars[i]);
             ctx.save_for_backward(inputs);   // libtorch checks their version counters when backward unpacks them
-            call.Context = ctx;
             return call.TakeOutputs();
         }
 
@@ -92,9 +91,6 @@ namespace TorchHooks
         private readonly AutocastState _autocast;
         private int[] _outputAt = Array.Empty<int>();
         private List<Tensor>? _outputs;
-
-        /// <summary>The node's context, from its forward until <see cref="Wrap"/> has released the node's output copies.</summary>
-        public torch.autograd.AutogradContext? Context;
 
         /// <summary>The index of the first input tensor among the node's arguments (after this object and the anchor, if any).</summary>
         public int FirstInput { get; private set; } = 1;
@@ -169,10 +165,6 @@ namespace TorchHooks
             for (int k = 0; k < _tensorAt.Length; k++) vars[FirstInput + k] = _items[_tensorAt[k]]!;
             var wrapped = CheckpointFunction.apply(vars);
             foreach (var i in _tensorAt) _items[i] = null;   // the node keeps them (saved variables)
-            // TorchSharp's node keeps an empty_like of each output to make zero gradients; with set_materialize_grads(false)
-            // they are never used, and on the CPU allocator they cost resident memory as large as the outputs kept.
-            if (Context is { } ctx) TorchSharpInternals.ReleaseOutputCache(ctx);
-            Context = null;
 
             for (int k = 0; k < at.Count; k++) outItems[at[k]] = wrapped[k];
             var replaced = result is ITuple ? (TResult)Activator.CreateInstance(typeof(TResult), outItems)! : (TResult)outItems[0]!;

@@ -50,8 +50,6 @@ namespace TorchHooks
             (ParamsName, RegistrationField(ParamsField) is not null),
             (BuffersName, RegistrationField(BuffersField) is not null),
             (LibtorchVersionName, LibtorchVersionField() is not null),
-            (ContextNodeName, ContextNodeField() is not null),
-            (OutputCacheName, OutputCacheField(typeof(torch.autograd.AutogradContext).Assembly.GetType("TorchSharp.torch+autograd+Node`1")) is not null),
         };
 
         // ---- HookableModule<TPre, TPost>.pre_hooks / post_hooks: TorchSharp's hook dictionaries (Dispatchers swaps them copy-on-write) ----
@@ -158,42 +156,6 @@ namespace TorchHooks
             if (LibtorchVersionField()?.GetRawConstantValue() is string raw) return raw;
             Warn(LibtorchVersionName, $"the native-library fix assumes libtorch {assumed}, the version TorchSharp {CheckedVersion} uses");
             return assumed;
-        }
-
-        // ---- AutogradContext._node, Node<T>._outputCache: the empty_like copy a custom Function keeps of each output ----
-
-        private const string ContextNodeName = "TorchSharp.torch.autograd.AutogradContext._node (Node)";
-        private const string OutputCacheName = "TorchSharp.torch.autograd.Node<T>._outputCache (List<Tensor>)";
-
-        private static FieldInfo? ContextNodeField() => typeof(torch.autograd.AutogradContext).GetField("_node", Instance);
-
-        private static FieldInfo? OutputCacheField(Type? node)
-        {
-            var field = node?.GetField("_outputCache", Instance);
-            return field is not null && field.FieldType == typeof(List<torch.Tensor>) ? field : null;
-        }
-
-        private static readonly FieldInfo? s_contextNode = ContextNodeField();
-        private static readonly System.Collections.Concurrent.ConcurrentDictionary<Type, FieldInfo?> s_outputCaches = new();
-
-        /// <summary>
-        /// Frees the tensors a custom autograd function's node keeps to materialize zero gradients (one
-        /// <c>empty_like</c> per output, made by TorchSharp after forward), for a function that called
-        /// <c>ctx.set_materialize_grads(false)</c> and so never uses them. Returns whether it could (after a one-time
-        /// warning, false if the loaded TorchSharp has no such fields: the copies then live as long as the node).
-        /// </summary>
-        public static bool ReleaseOutputCache(torch.autograd.AutogradContext ctx)
-        {
-            if (ctx.MaterializeGrads) return false;
-            if (s_contextNode?.GetValue(ctx) is not { } node) { Warn(ContextNodeName, "a custom function's node keeps an unused copy of each output"); return false; }
-            var field = s_outputCaches.GetOrAdd(node.GetType(), OutputCacheField);
-            if (field?.GetValue(node) is not List<torch.Tensor> cache) { Warn(OutputCacheName, "a custom function's node keeps an unused copy of each output"); return false; }
-            for (int i = 0; i < cache.Count; i++)
-            {
-                cache[i]?.Dispose();
-                cache[i] = null!;
-            }
-            return true;
         }
 
         // ---- reporting ----
