@@ -28,6 +28,8 @@ namespace TorchHooks.Benchmarks
     ///   ... -- --checkpoint-bench [--rounds N] [--steps N] [--batch N] [--threads N] [--malloc-mmap]
     ///       Activation checkpointing: a 24-block residual MLP's training step, nothing / every block / √n segments
     ///       checkpointed, each in its own child process (peak RSS = VmHWM), plus the nothing-checkpointed call cost (CheckpointBench.cs).
+    ///   ... -- --model-hook-probe [rounds]
+    ///       Call-path hooks (ModelHook) unattached, attached-and-removed, attached; paired rounds (ModelHookBenchmarks.cs).
     ///   ... -- --filter '*Dispatch*'   (or any other BenchmarkDotNet command line)
     ///       Ad hoc: BenchmarkDotNet's own switcher, in-process by default.
     /// </summary>
@@ -37,6 +39,8 @@ namespace TorchHooks.Benchmarks
         {
             if (args.Contains("--hook-probe"))
                 return HookProbe.Run(args);
+            if (args.Contains("--model-hook-probe"))
+                return ModelHookProbe.Run(args);
             if (args.Contains("--wrap-probe"))
                 return WrapProbe.Run();
             if (args.Contains("--backward-probe"))
