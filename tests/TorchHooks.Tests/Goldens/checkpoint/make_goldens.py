@@ -10,30 +10,15 @@ Each case runs torch.utils.checkpoint.checkpoint on the same modules, both use_r
 script checks that the two agree with each other and with the un-checkpointed run, bit for bit), and records
 the un-checkpointed values as well as the checkpointed ones.
 """
-import json, os
+import json, os, sys
 import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from golden_values import init, data, flat  # noqa: E402  (shared with the other golden scripts)
+
 torch.set_default_dtype(torch.float64)
-
-
-def init(module):
-    with torch.no_grad():
-        for k, (_, p) in enumerate(module.named_parameters()):
-            n = p.numel()
-            p.copy_((torch.sin(torch.arange(n, dtype=torch.float64) * 0.37 + k) * 0.5).reshape(p.shape))
-    return module
-
-
-def data(*shape, phase=0.0):
-    n = 1
-    for s in shape: n *= s
-    return torch.cos(torch.arange(n, dtype=torch.float64) * 0.5 + phase).reshape(*shape)
-
-
-def flat(t):
-    return None if t is None else [float(v) for v in t.detach().reshape(-1)]
 
 
 class Block(nn.Module):          # a residual MLP block: x + fc2(tanh(fc1(x)))
