@@ -162,6 +162,14 @@ namespace TorchHooks.Tests.Checkpointing
                 plainKeys = cache.Keys;
             }
             using var policy = m.Checkpoint(new CheckpointOptions { Paths = new[] { "blocks.*" } });
+            var phases = new List<string>();
+            using var listener = new System.Diagnostics.ActivityListener
+            {
+                ShouldListenTo = s => s.Name == TorchHooksTelemetry.ActivitySourceName,
+                Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+                ActivityStopped = a => { lock (phases) phases.Add($"{a.GetTagItem(TorchHooksTelemetry.ModulePath)} {a.GetTagItem(TorchHooksTelemetry.Phase)}"); },
+            };
+            System.Diagnostics.ActivitySource.AddActivityListener(listener);
             using var trace = m.Trace();
             using (var cache = m.CacheActivations())
             {
@@ -173,6 +181,11 @@ namespace TorchHooks.Tests.Checkpointing
             var recomputed = trace.Calls.Where(c => c.Phase == CallPhase.Recompute).Select(c => c.Path).ToList();
             Assert.That(recomputed, Is.EquivalentTo(new[] { "blocks.0", "blocks.0.fc1", "blocks.0.fc2", "blocks.1", "blocks.1.fc1", "blocks.1.fc2", "blocks.2", "blocks.2.fc1", "blocks.2.fc2" }));
             Assert.That(trace.Calls.Count(c => c.Phase == CallPhase.Forward && c.Path == "blocks.1.fc1"), Is.EqualTo(1), "the first call, once");
+            lock (phases)
+            {
+                Assert.That(phases.Count(p => p == "blocks.1.fc1 forward"), Is.EqualTo(1), "OpenTelemetry span of the first call");
+                Assert.That(phases.Count(p => p == "blocks.1.fc1 recompute"), Is.EqualTo(1), "OpenTelemetry span of the recompute");
+            }
         }
 
         [Test(Description = "upstream: test_utils.TestCheckpoint (in-place change of a saved input): a clear error from Backward(), not silently wrong gradients")]
