@@ -28,6 +28,9 @@ namespace TorchHooks.Benchmarks
     ///       forward and backward apart, alternating with benchmarks/pytorch_hook_cost.py --serve-backward (BackwardPaired.cs).
     ///   ... -- --tracing-probe
     ///       What each sub-step of recording a module call costs (TracingProbe.cs).
+    ///   ... -- --checkpoint-bench [--rounds N] [--steps N] [--batch N] [--threads N] [--malloc-mmap]
+    ///       Activation checkpointing: a 24-block residual MLP's training step, nothing / every block / √n segments
+    ///       checkpointed, each in its own child process (peak RSS = VmHWM), plus the nothing-checkpointed call cost (CheckpointBench.cs).
     ///   ... -- --model-hook-probe [rounds]
     ///       Call-path hooks (ModelHook) unattached, attached-and-removed, attached; paired rounds (ModelHookBenchmarks.cs).
     ///   ... -- --filter '*Dispatch*'   (or any other BenchmarkDotNet command line)
@@ -49,6 +52,8 @@ namespace TorchHooks.Benchmarks
                 return ResNetProbe.Run(args);
             if (args.Contains("--tracing-probe"))
                 return TracingProbe.Run();
+            if (args.Contains("--checkpoint-bench"))
+                return CheckpointBench.Run(args);
             if (args.Contains("--tracing-paired"))
                 return TracingPaired.Run(args);
             if (args.Contains("--backward-paired"))

@@ -108,9 +108,10 @@ namespace TorchHooks
     /// <code>
     ///   way in                                              way out (and failure)
     ///   100  tracing: the call begins                       100  precision: the region closes
-    ///   200  forward pre-hooks (global, then local)         200  call-path hooks: post_forward (Accelerate, inside forward)
-    ///   300  backward hooks wrap the inputs                 300  forward hooks (global, then local)
-    ///   400  call-path hooks: pre_forward (inside forward)  400  backward hooks wrap the outputs
+    ///   150  checkpointing: grad mode off for the call      200  call-path hooks: post_forward (Accelerate, inside forward)
+    ///   200  forward pre-hooks (global, then local)         300  forward hooks (global, then local)
+    ///   300  backward hooks wrap the inputs                 400  backward hooks wrap the outputs
+    ///   400  call-path hooks: pre_forward (inside forward)  850  checkpointing: grad mode back, output through its node
     ///   500  precision: the region opens (innermost)        900  tracing: the call ends (outermost)
     /// </code>
     /// A concern with steps at the outermost facade call only (<see cref="CallConcern.OuterCallBegins"/>) and none

@@ -48,6 +48,7 @@ namespace TorchHooks
             new(TracingConcern.Instance,              100,    900),
             new(ForwardHooksConcern.Instance,         200,    300),
             new(BackwardHooksConcern.Instance,        300,    400),
+            new(CheckpointConcern.Instance,           150,    850),
             new(ModelHookConcern.Instance,            400,    200),
             new(PrecisionConcern.Instance,            500,    100),
             new(WeightCastConcern.Instance,           ConcernEntry.NoPlace, ConcernEntry.NoPlace),
@@ -177,6 +178,7 @@ namespace TorchHooks
             frame.Node = node;
             frame.StackMark = here;
             frame.CallIndex = stack.NextCallIndex(node);
+            frame.IsRecomputation = stack.Recomputing != 0;
             // The concerns taking part in this call, fixed when it begins: a concern switched on mid-call joins the next call.
             frame.Concerns = active;
 

@@ -19,6 +19,8 @@ namespace TorchHooks
         /// <summary>The module called (a node belongs to one module, so this is <c>Node.Module</c>).</summary>
         public torch.nn.Module Module => Node.Module;
         public int CallIndex;
+        /// <summary>Whether the call runs again in backward to rebuild activations (<see cref="CallStack.Recomputing"/>).</summary>
+        public bool IsRecomputation;
         /// <summary>Where the machine stack was when the call began (<see cref="CallStack.Mark"/>): calls nested in it are deeper.</summary>
         public nuint StackMark;
         /// <summary>The concerns taking part in this call (bit <see cref="CallConcern.Slot"/> of each), fixed when it begins.</summary>
@@ -43,7 +45,7 @@ namespace TorchHooks
             // Only the concerns that took part in this call have state to forget.
             for (int bits = Concerns, slot = 0; bits != 0; bits >>= 1, slot++)
                 if ((bits & 1) != 0) _states[slot]?.Clear();
-            Node = null!; CallIndex = 0; Concerns = 0; StackMark = 0;
+            Node = null!; CallIndex = 0; Concerns = 0; StackMark = 0; IsRecomputation = false;
         }
     }
 
@@ -72,6 +74,8 @@ namespace TorchHooks
         public long Pass;
         /// <summary>The facade whose <c>call</c> is about to run its <c>forward</c> on this thread (<see cref="FacadeEntry"/>).</summary>
         public torch.nn.Module? EnteredFacade;
+        /// <summary>How many recomputations (a checkpointed call run again in backward) are under way on this thread: calls begun meanwhile are <see cref="CallFrame.IsRecomputation"/>.</summary>
+        public int Recomputing;
         /// <summary>How many facade calls are under way on this thread.</summary>
         public int FacadeDepth;
         /// <summary>The latest value a hook put in place of an input or output during the current facade call (for error messages).</summary>

@@ -9,9 +9,9 @@ namespace TorchHooks
     /// </summary>
     public readonly struct ModuleCallInfo
     {
-        internal ModuleCallInfo(string path, int callIndex, int depth, torch.nn.Module module)
+        internal ModuleCallInfo(string path, int callIndex, int depth, torch.nn.Module module, bool isRecomputation = false)
         {
-            Path = path; CallIndex = callIndex; Depth = depth; Module = module;
+            Path = path; CallIndex = callIndex; Depth = depth; Module = module; IsRecomputation = isRecomputation;
         }
 
         /// <summary>The module's name as in <c>named_modules()</c>; the root is <c>""</c>.</summary>
@@ -25,6 +25,13 @@ namespace TorchHooks
         public int Depth { get; }
         /// <summary>The module being called.</summary>
         public torch.nn.Module Module { get; }
+        /// <summary>
+        /// Whether this call is a recomputation: activation checkpointing (<see cref="CheckpointOptions"/>) running a
+        /// checkpointed module again in backward, or a module inside it. Its forward hooks fire a second time then, as
+        /// with PyTorch's <c>checkpoint_wrapper</c>; hooks that count or store should skip these calls. Call indices
+        /// in a recomputation count from 0 within it.
+        /// </summary>
+        public bool IsRecomputation { get; }
 
         /// <summary>
         /// The innermost module call with active hooks on this thread. Read it inside a hook (or inside the
@@ -44,11 +51,11 @@ namespace TorchHooks
                 var stack = CallStack.CurrentOrNull;
                 var top = stack?.Top;
                 if (top is null) return null;
-                return new ModuleCallInfo(top.Node.Path, top.CallIndex, stack!.Count - 1, top.Module);
+                return new ModuleCallInfo(top.Node.Path, top.CallIndex, stack!.Count - 1, top.Module, top.IsRecomputation);
             }
         }
 
         /// <inheritdoc />
-        public override string ToString() => $"{(Path.Length == 0 ? "<root>" : Path)}#{CallIndex}";
+        public override string ToString() => $"{(Path.Length == 0 ? "<root>" : Path)}#{CallIndex}{(IsRecomputation ? " (recomputation)" : "")}";
     }
 }

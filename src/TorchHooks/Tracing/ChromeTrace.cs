@@ -111,7 +111,7 @@ namespace TorchHooks
         {
             w.WriteStartObject();
             w.WriteString("name", c.Path.Length == 0 ? c.ModuleType : c.Path);
-            w.WriteString("cat", c.Phase == CallPhase.Backward ? "module.backward" : "module");
+            w.WriteString("cat", c.Phase == CallPhase.Backward ? "module.backward" : c.Phase == CallPhase.Recompute ? "module.recompute" : "module");
             w.WriteString("ph", "X");
             w.WriteNumber("ts", ts);
             w.WriteNumber("dur", Round(dur));

@@ -14,6 +14,8 @@ namespace TorchHooks
         Forward,
         /// <summary>The module's backward (gradients flowing through it); recorded once backward hooks exist.</summary>
         Backward,
+        /// <summary>The call run again in backward by activation checkpointing (the module or one inside a checkpointed module).</summary>
+        Recompute,
     }
 
     /// <summary>
@@ -157,7 +159,7 @@ namespace TorchHooks
             AutocastCpu = e.AutocastCpu < 0 ? null : (torch.ScalarType)e.AutocastCpu;
             AutocastCuda = e.AutocastCuda < 0 ? null : (torch.ScalarType)e.AutocastCuda;
             StartTimestamp = e.Start; EndTimestamp = e.End; Failed = e.Failed;
-            Phase = e.Backward ? CallPhase.Backward : CallPhase.Forward;
+            Phase = e.Backward ? CallPhase.Backward : e.Recompute ? CallPhase.Recompute : CallPhase.Forward;
             Tracer = tracer;
         }
 

@@ -217,6 +217,7 @@ namespace TorchHooks
             else { e.ParentId = -1; e.Depth = 0; }
             e.Start = timestamp;
             e.CallIndex = frame.CallIndex;
+            e.Recompute = frame.IsRecomputation;
             e.Training = frame.Module.training;
             var (cpu, cuda) = AutocastFor(frame.Node);
             e.AutocastCpu = cpu is { } c ? (sbyte)c : (sbyte)-1;
@@ -284,6 +285,7 @@ namespace TorchHooks
             e.AutocastCpu = -1;
             e.AutocastCuda = -1;
             e.Backward = true;
+            e.Recompute = false;
             e.ThreadId = store.Thread();
             if (_tensors)
             {

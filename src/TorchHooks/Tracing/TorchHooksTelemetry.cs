@@ -19,7 +19,7 @@ namespace TorchHooks
         public const string ModuleType = "torchhooks.module.type";
         /// <summary><c>torchhooks.module.call_index</c>: the module's call number within the outermost call (int).</summary>
         public const string CallIndex = "torchhooks.module.call_index";
-        /// <summary><c>torchhooks.phase</c>: <c>forward</c> (or <c>backward</c>).</summary>
+        /// <summary><c>torchhooks.phase</c>: <c>forward</c>, <c>recompute</c> (a checkpointed call run again in backward) or <c>backward</c>.</summary>
         public const string Phase = "torchhooks.phase";
         /// <summary><c>torchhooks.module.training</c>: the module's training flag (bool).</summary>
         public const string Training = "torchhooks.module.training";
@@ -46,7 +46,7 @@ namespace TorchHooks
             activity.SetTag(TorchHooksTelemetry.ModulePath, frame.Node.Path);
             activity.SetTag(TorchHooksTelemetry.ModuleType, frame.Node.TypeName);
             activity.SetTag(TorchHooksTelemetry.CallIndex, frame.CallIndex);
-            activity.SetTag(TorchHooksTelemetry.Phase, "forward");
+            activity.SetTag(TorchHooksTelemetry.Phase, frame.IsRecomputation ? "recompute" : "forward");
             activity.SetTag(TorchHooksTelemetry.Training, module.training);
             var inputs = TensorInfo.Describe(args);
             if (inputs.Length > 0)

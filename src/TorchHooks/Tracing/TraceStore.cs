@@ -258,6 +258,7 @@ namespace TorchHooks
         public bool Training;
         public bool Failed;
         public bool Backward;
+        public bool Recompute;
     }
 
     /// <summary>The sizes of a tensor of rank ≤ <see cref="TensorSlot.InlineRank"/>, inline.</summary>

@@ -232,7 +232,7 @@ namespace TorchHooks
                     for (int i = 0; i < observers.Length; i++)
                     {
                         var observer = observers[i];
-                        if (!observer.Wants(frame.Node)) continue;
+                        if (frame.IsRecomputation || !observer.Wants(frame.Node)) continue;   // a checkpoint's recompute is not cached twice
                         state.Tokens[i] = observer.Begin(frame, args, ParentToken(stack, observer), now);
                     }
                 }

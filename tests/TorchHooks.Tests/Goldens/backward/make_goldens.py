@@ -13,30 +13,15 @@ on the module's output tensor (registered from a forward hook), which replaces t
 the module (its own full hooks are recorded as seeing the replaced grad_output, the documented pre-hook rule).
 The C# side uses a real backward pre-hook.
 """
-import json, os
+import json, os, sys
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from golden_values import init, data, flat  # noqa: E402  (shared with the other golden scripts)
+
 torch.set_default_dtype(torch.float64)
-
-
-def init(module):
-    with torch.no_grad():
-        for k, (_, p) in enumerate(module.named_parameters()):
-            n = p.numel()
-            p.copy_((torch.sin(torch.arange(n, dtype=torch.float64) * 0.37 + k) * 0.5).reshape(p.shape))
-    return module
-
-
-def data(*shape, phase=0.0):
-    n = 1
-    for s in shape: n *= s
-    return torch.cos(torch.arange(n, dtype=torch.float64) * 0.5 + phase).reshape(*shape)
-
-
-def flat(t):
-    return None if t is None else [float(v) for v in t.detach().reshape(-1)]
 
 
 def mlp():
