@@ -48,25 +48,25 @@ namespace TorchHooks
 
         public override List<Tensor> backward(torch.autograd.AutogradContext ctx, List<Tensor> grad_outputs)
         {
-            Pending.Enter();
+            PendingGradients.Enter();
             CheckpointCall? call = null;
             Tensor?[]? grads = null;
             try
             {
                 call = (CheckpointCall)ctx.get_data(CallKey);
-                if (!BackwardHookFailures.HasPending)   // a hook or recompute already failed in this pass: no more recomputes
+                if (!BackwardHookFailures.HasPendingFor(call.Node))   // a hook or recompute already failed in this pass: no more recomputes
                     grads = call.Backward(ctx, grad_outputs);
             }
             catch (Exception e)
             {
-                BackwardHookFailures.Stash(e, call is null ? "a checkpointed module's recompute" : $"the recompute of checkpointed module '{call.Node.Path}' ({call.Node.Module.GetType().Name})");
+                BackwardHookFailures.Stash(e, call is null ? "a checkpointed module's recompute" : $"the recompute of checkpointed module '{call.Node.Path}' ({call.Node.Module.GetType().Name})", call?.Node);
                 grads = null;
             }
             finally
             {
                 // Only now: a module call in the recompute disposes the handles pending on the thread (backward hooks' way in).
-                foreach (var g in grad_outputs) Pending.Add(g);
-                Pending.Exit();
+                foreach (var g in grad_outputs) PendingGradients.Add(g);
+                PendingGradients.Exit();
             }
             int count = call?.VarCount ?? grad_outputs.Count;
             var result = new List<Tensor>(count);
@@ -267,7 +267,7 @@ namespace TorchHooks
             {
                 if (!_requiresGrad[k] || detached[k].grad is not { } g) continue;
                 grads[FirstInput + k] = g.DetachFromDisposeScope();
-                Pending.Add(g);
+                PendingGradients.Add(g);
             }
             return grads;
         }
