@@ -13,15 +13,19 @@ namespace TorchHooks
     /// TorchHooks installs exactly one pre-hook and one post-hook on every module of a wrapped tree
     /// (<see cref="Dispatchers"/>), so every call that goes through <c>call</c> — from a facade,
     /// <c>Sequential</c>, a <c>ModuleList</c> loop or custom forward code — reaches this file. Each concern
-    /// on the path (forward hooks, precision; next backward hooks and tracing) is a <see cref="CallConcern"/>
-    /// listed in <see cref="Concerns"/> with the step it takes on the way in and on the way out:
+    /// on the path is a <see cref="CallConcern"/> listed in <see cref="Concerns"/>, one line each, with its
+    /// place on the way in and on the way out (the scale: <see cref="ConcernEntry"/>):
     ///
+    ///   facade    the outermost facade call on the thread begins: the concerns' OuterCallBegins steps
+    ///             (<see cref="FacadeCall"/>); it ends: their OuterCallEnds steps
     ///   way in    fast path: no concern active for the module, none everywhere → return at once
-    ///             a frame is pushed (call index, per-call state), then the in-steps in <see cref="WayIn"/> order:
-    ///               tracing → forward pre-hooks (global, then local) → backward input wrap → precision region opens
+    ///             a frame is pushed (call index, per-call state), then the in-steps in way-in order:
+    ///               tracing → forward pre-hooks (global, then local) → backward input wrap → call-path hooks'
+    ///               pre_forward → precision region opens
     ///   (TorchSharp runs forward)
-    ///   way out   the out-steps in <see cref="WayOut"/> order:
-    ///               precision region closes → forward hooks (global, then local) → backward output wrap → tracing
+    ///   way out   the out-steps in way-out order:
+    ///               precision region closes → call-path hooks' post_forward → forward hooks (global, then local)
+    ///               → backward output wrap → tracing
     ///   failure   forward, a pre-hook or a forward hook threw: every concern's Failed step, in way-out order
     ///             (precision closes its region, the always_call forward hooks that have not run yet run);
     ///             their own exceptions are collected, not thrown; the original exception propagates unchanged.
@@ -34,20 +38,65 @@ namespace TorchHooks
     internal static class CallPath
     {
         /// <summary>
-        /// Every concern on the call path, one line each, with where it acts on the way in and on the way out
-        /// (the enums list all places in PyTorch's order). Adding a concern: its own file, and one line here.
+        /// Every concern on the call path, one line each: the concern, its place on the way in, its place on the way
+        /// out (lower runs first; the scale, with every place taken so far: <see cref="ConcernEntry"/>). Adding a
+        /// concern: its own file(s), and one line here.
         /// </summary>
-        internal static readonly (CallConcern Concern, WayIn In, WayOut Out)[] Concerns =
+        internal static readonly ConcernEntry[] Concerns =
         {
-            (TracingConcern.Instance,       WayIn.Tracing,           WayOut.Tracing),
-            (ForwardHooksConcern.Instance,  WayIn.ForwardPreHooks,   WayOut.ForwardHooks),
-            (PrecisionConcern.Instance,     WayIn.Precision,         WayOut.Precision),
-            (BackwardHooksConcern.Instance, WayIn.BackwardInputWrap, WayOut.BackwardOutputWrap),
+            //  the concern                          way in  way out
+            new(TracingConcern.Instance,              100,    900),
+            new(ForwardHooksConcern.Instance,         200,    300),
+            new(BackwardHooksConcern.Instance,        300,    400),
+            new(ModelHookConcern.Instance,            400,    200),
+            new(PrecisionConcern.Instance,            500,    100),
+            new(WeightCastConcern.Instance,           ConcernEntry.NoPlace, ConcernEntry.NoPlace),
         };
 
-        /// <summary>The concerns in way-in order, and in way-out (and failure) order.</summary>
-        internal static readonly CallConcern[] InOrder = Order(Concerns, e => (int)e.In);
-        internal static readonly CallConcern[] OutOrder = Order(Concerns, e => (int)e.Out);
+        /// <summary>The concerns with steps on module calls, in way-in order, and in way-out (and failure) order.</summary>
+        internal static readonly CallConcern[] InOrder = Order(Concerns, e => e.In);
+        internal static readonly CallConcern[] OutOrder = Order(Concerns, e => e.Out);
+
+        /// <summary>The concerns with steps at the outermost facade call (they override <see cref="CallConcern.OuterCallBegins"/>), in list order.</summary>
+        private static readonly CallConcern[] s_outer = Array.FindAll(Array.ConvertAll(Concerns, e => e.Concern), HasOuterSteps);
+
+        /// <summary>
+        /// The outermost facade call on this thread begins: every concern's <see cref="CallConcern.OuterCallBegins"/>.
+        /// Returns the concerns to end (bit <see cref="CallConcern.Slot"/> of each), for <see cref="OuterCallEnds"/>.
+        /// If one throws, the ones begun are ended and the exception propagates.
+        /// </summary>
+        internal static int OuterCallBegins(torch.nn.Module root)
+        {
+            int begun = 0;
+            var outer = s_outer;
+            try
+            {
+                for (int i = 0; i < outer.Length; i++)
+                    if (outer[i].OuterCallBegins(root)) begun |= 1 << outer[i].Slot;
+            }
+            catch
+            {
+                OuterCallEnds(begun);
+                throw;
+            }
+            return begun;
+        }
+
+        /// <summary>The outermost facade call ended: <see cref="CallConcern.OuterCallEnds"/> of the concerns in <paramref name="begun"/>, in reverse order.</summary>
+        internal static void OuterCallEnds(int begun)
+        {
+            if (begun == 0) return;
+            var outer = s_outer;
+            for (int i = outer.Length - 1; i >= 0; i--)
+            {
+                if ((begun & (1 << outer[i].Slot)) == 0) continue;
+                try { outer[i].OuterCallEnds(); }
+                catch (Exception e) { Trace.TraceWarning($"TorchHooks: {outer[i].GetType().Name}.OuterCallEnds threw (it must not): {e.GetType().Name}: {e.Message}"); }
+            }
+        }
+
+        private static bool HasOuterSteps(CallConcern concern)
+            => concern.GetType().GetMethod(nameof(CallConcern.OuterCallBegins))!.DeclaringType != typeof(CallConcern);
 
         private static volatile int s_activeEverywhere;
 
@@ -81,16 +130,21 @@ namespace TorchHooks
             return mask;
         }
 
-        private static CallConcern[] Order((CallConcern Concern, WayIn In, WayOut Out)[] list, Func<(CallConcern Concern, WayIn In, WayOut Out), int> place)
+        private static CallConcern[] Order(ConcernEntry[] list, Func<ConcernEntry, int> place)
         {
             if (list.Length > 31) throw new InvalidOperationException("At most 31 concerns: each has one bit in the active masks.");
-            for (int i = 0; i < list.Length; i++) list[i].Concern.Slot = i;
-            var sorted = ((CallConcern Concern, WayIn In, WayOut Out)[])list.Clone();
+            for (int i = 0; i < list.Length; i++)
+            {
+                list[i].Concern.Slot = i;
+                if ((list[i].In == ConcernEntry.NoPlace) != (list[i].Out == ConcernEntry.NoPlace))
+                    throw new InvalidOperationException($"{list[i].Concern.GetType().Name} has a place on one way only: give it both, or NoPlace for both.");
+            }
+            var sorted = Array.FindAll(list, e => place(e) != ConcernEntry.NoPlace);
             Array.Sort(sorted, (a, b) => place(a).CompareTo(place(b)));
             for (int i = 1; i < sorted.Length; i++)
                 if (place(sorted[i]) == place(sorted[i - 1]))
-                    throw new InvalidOperationException($"Two concerns take the same place on the call path: {sorted[i - 1].Item1.GetType().Name} and {sorted[i].Item1.GetType().Name}.");
-            return Array.ConvertAll(sorted, e => e.Item1);
+                    throw new InvalidOperationException($"Two concerns take the same place on the call path: {sorted[i - 1].Concern.GetType().Name} and {sorted[i].Concern.GetType().Name}.");
+            return Array.ConvertAll(sorted, e => e.Concern);
         }
     }
 

@@ -34,12 +34,20 @@ namespace TorchHooks
         private static volatile CallObserver[] s_observers = Array.Empty<CallObserver>();
         private static volatile bool s_listening;
         private static volatile bool s_backward;
+        private static readonly BackwardObserver s_backwardObserver = new BackwardTimings();
 
         public override bool IsActiveFor(HookPoint node) => false;
 
         public override bool IsActiveEverywhere => s_tracers.Length > 0 || s_observers.Length > 0 || s_listening;
 
         public override CallSteps<TArgs, TResult> Steps<TArgs, TResult>() => new Typed<TArgs, TResult>();
+
+        /// <summary>The outermost facade call begins: an OpenTelemetry listener may have been added or removed since the last one.</summary>
+        public override bool OuterCallBegins(torch.nn.Module root)
+        {
+            CheckListeners();
+            return false;
+        }
 
         /// <summary>Re-reads whether an <c>ActivityListener</c> listens to TorchHooks' source; recomputes the fast path if that changed.</summary>
         internal static void CheckListeners()
@@ -67,6 +75,9 @@ namespace TorchHooks
                 foreach (var t in s_tracers) backward |= t.RecordsBackward;
                 foreach (var o in s_observers) backward |= o.CapturesGradients;
                 s_backward = backward;
+                // Backward timings and gradients come through the seam's observer route, from whichever concern wraps calls for backward.
+                if (backward) BackwardEvents.Add(s_backwardObserver);
+                else BackwardEvents.Remove(s_backwardObserver);
             }
             s_listening = Source.HasListeners();
             CallPath.RecomputeEverywhere();
@@ -95,10 +106,21 @@ namespace TorchHooks
 
         /// <summary>
         /// Whether an open tracer records backward timings (<see cref="TraceOptions.Backward"/>) or a cache captures
-        /// gradients (<see cref="CacheOptions.Gradients"/>): the backward-hooks concern then wraps the calls of the
-        /// modules they want (<see cref="WantsBackward"/>), hooks or not.
+        /// gradients (<see cref="CacheOptions.Gradients"/>): the tracing concern is then subscribed to
+        /// <see cref="BackwardEvents"/>, for the modules they want (<see cref="WantsBackward"/>).
         /// </summary>
         internal static bool BackwardRequested => s_backward;
+
+        /// <summary>The tracing concern's subscription to the seam's backward route: feeds tracers' backward timings and caches' gradients.</summary>
+        private sealed class BackwardTimings : BackwardObserver
+        {
+            public override bool Wants(HookPoint node) => WantsBackward(node);
+
+            public override void Gradients(HookPoint node, int callIndex, Tensor?[] gradOutputs) => RecordGradients(node, callIndex, gradOutputs);
+
+            public override void Backward(HookPoint node, int callIndex, long startTimestamp, long endTimestamp, Tensor?[]? gradInputs, Tensor?[]? gradOutputs)
+                => RecordBackward(node, callIndex, startTimestamp, endTimestamp, gradInputs, gradOutputs);
+        }
 
         /// <summary>Whether an open tracer records the backward timings of <paramref name="node"/>'s module, or a cache its gradients.</summary>
         internal static bool WantsBackward(HookPoint node)
@@ -112,7 +134,7 @@ namespace TorchHooks
 
         /// <summary>
         /// The gradients w.r.t. the outputs of a call of <paramref name="node"/>'s module (after its backward pre-hooks),
-        /// for the open observers that capture gradients (the backward-hooks concern calls it from the output node).
+        /// for the open observers that capture gradients (from <see cref="BackwardEvents"/>).
         /// </summary>
         internal static void RecordGradients(HookPoint node, int callIndex, Tensor?[] gradOutputs)
         {
@@ -122,7 +144,7 @@ namespace TorchHooks
         }
 
         /// <summary>
-        /// The hook point for backward timings (the backward-hooks concern calls it): records a backward pass through
+        /// Backward timings (from <see cref="BackwardEvents"/>): records a backward pass through
         /// <paramref name="node"/>'s module, from <paramref name="startTimestamp"/> (its output-gradient node ran) to
         /// <paramref name="endTimestamp"/> (its input-gradient node ran), <see cref="Stopwatch.GetTimestamp"/> values,
         /// in every open tracer that records backward timings, on the calling thread's backward track.
