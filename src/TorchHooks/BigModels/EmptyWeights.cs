@@ -10,7 +10,7 @@ namespace TorchHooks
     /// <see cref="Scope"/> put their parameters and buffers on libtorch's <c>meta</c> device, which has shapes and
     /// dtypes but no storage. A 7-billion-parameter shape costs a few megabytes; its <c>Summary</c> works (meta
     /// tensors run forward as shape computations); then load real weights with
-    /// <c>load_state_dict</c> (StateDictLoading).
+    /// <see cref="StateDictLoading.load_state_dict(IHookedModule, Checkpoint, bool)"/>.
     /// </summary>
     /// <remarks>
     /// <para>How: the scope sets TorchSharp's default device (<c>torch.set_default_device(torch.META)</c>), which

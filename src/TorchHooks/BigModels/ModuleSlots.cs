@@ -12,25 +12,17 @@ namespace TorchHooks
     /// <c>set_data</c> refuses the type change), so a parameter of an empty model gets a new <c>Parameter</c>, as
     /// PyTorch's <c>load_state_dict(assign=True)</c> and Accelerate's <c>set_module_tensor_to_device</c> do.
     /// TorchSharp's own <c>Module.to</c> does the same by reflection (<c>_toEpilog</c>): the registration goes
-    /// through its protected <c>ConditionallyRegisterParameter</c>/<c>ConditionallyRegisterBuffer</c>, and every
-    /// instance field of the module that held the old object is pointed at the new one. The TorchSharp members
-    /// used are looked up once and checked; if a TorchSharp version lacks them, the error says so.
+    /// through its protected <c>ConditionallyRegisterParameter</c>/<c>ConditionallyRegisterBuffer</c> (TorchSharpInternals), and every
+    /// instance field of the module that held the old object is pointed at the new one. Fields are the
+    /// module's own (any class deriving from Module), read by reflection on its type, not on TorchSharp's.
     /// </summary>
     internal static class ModuleSlots
     {
-        private static readonly MethodInfo? s_registerParameter = typeof(torch.nn.Module).GetMethod(
-            "ConditionallyRegisterParameter", BindingFlags.Instance | BindingFlags.NonPublic, null, new[] { typeof(string), typeof(TorchSharp.Modules.Parameter) }, null);
-        private static readonly MethodInfo? s_registerBuffer = typeof(torch.nn.Module).GetMethod(
-            "ConditionallyRegisterBuffer", BindingFlags.Instance | BindingFlags.NonPublic, null, new[] { typeof(string), typeof(Tensor), typeof(bool) }, null);
-
         /// <summary>Registers <paramref name="fresh"/> as <paramref name="module"/>'s parameter or buffer <paramref name="name"/> in place of <paramref name="old"/>.</summary>
         public static void Replace(torch.nn.Module module, string name, Tensor old, Tensor fresh, bool isParameter)
         {
-            var register = isParameter ? s_registerParameter : s_registerBuffer;
-            if (register is null)
-                throw new NotSupportedException($"This TorchSharp version has no Module.{(isParameter ? "ConditionallyRegisterParameter(string, Parameter)" : "ConditionallyRegisterBuffer(string, Tensor, bool)")} " +
-                                                "(TorchHooks was built against 0.107.0): a meta tensor cannot be given storage here. Build the model on the CPU instead of in EmptyWeights.Scope().");
-            register.Invoke(module, isParameter ? new object[] { name, fresh } : new object[] { name, fresh, true });
+            if (isParameter) TorchSharpInternals.RegisterParameter(module, name, (TorchSharp.Modules.Parameter)fresh);
+            else TorchSharpInternals.RegisterBuffer(module, name, fresh);
             for (var type = module.GetType(); type is not null && type != typeof(object); type = type.BaseType)
                 foreach (var field in type.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.DeclaredOnly))
                     if (field.FieldType.IsAssignableFrom(fresh.GetType()) && ReferenceEquals(field.GetValue(module), old))
