@@ -19,6 +19,12 @@ namespace TorchHooks
         /// Must hold the largest offloaded module if not 0.
         /// </summary>
         public long PrefetchBytes { get; init; }
+
+        /// <summary>
+        /// Linux/glibc: fix malloc's mmap threshold at 1 MiB (process-wide, from the first offload on) so released weights
+        /// leave the RSS at once instead of staying in the heap (see docs/offload.md, "Memory"). Default true.
+        /// </summary>
+        public bool ReturnFreedMemory { get; init; } = true;
     }
 
     /// <summary>An offloaded model's handle: what is offloaded, prefetch counters; dispose to make the weights resident again.</summary>
@@ -151,6 +157,7 @@ namespace TorchHooks
                         ModuleSlots.Replace(node.Module, name, meta, slot.Param, isParameter: true);
                     }
             }
+            if (options.ReturnFreedMemory) FreedMemory.ReturnLargeBlocksToOs();
             var prefetcher = options.PrefetchBytes > 0 ? new Prefetcher(options.PrefetchBytes) : null;
             var hooks = new List<OffloadHook>();
             var handles = new List<RemovableHandle>();

@@ -95,25 +95,27 @@ namespace TorchHooks
             }
         }
 
-        /// <summary>Reads the module's weights into new tensors (the prefetcher's thread, or the call's).</summary>
-        internal Tensor[] ReadAll()
+        /// <summary>New tensors for the module's weights, not yet read (<see cref="Fill"/>).</summary>
+        internal Tensor[] Allocate()
         {
             var result = new Tensor[_slots.Count];
-            try
-            {
-                for (int i = 0; i < _slots.Count; i++)
-                {
-                    var s = _slots[i];
-                    result[i] = torch.empty(s.Shape, s.DType, torch.CPU);
-                    _store.ReadInto(s.Key, result[i]);
-                }
-                return result;
-            }
-            catch
-            {
-                foreach (var t in result) t?.Dispose();
-                throw;
-            }
+            for (int i = 0; i < _slots.Count; i++) result[i] = torch.empty(_slots[i].Shape, _slots[i].DType, torch.CPU);
+            return result;
+        }
+
+        /// <summary>Reads the module's weights into <paramref name="tensors"/> (from <see cref="Allocate"/>; the prefetcher's thread, or the call's).</summary>
+        internal void Fill(Tensor[] tensors)
+        {
+            for (int i = 0; i < _slots.Count; i++) _store.ReadInto(_slots[i].Key, tensors[i]);
+        }
+
+        /// <summary>Reads the module's weights into new tensors.</summary>
+        internal Tensor[] ReadAll()
+        {
+            var result = Allocate();
+            try { Fill(result); }
+            catch { foreach (var t in result) t.Dispose(); throw; }
+            return result;
         }
 
         private void Materialize()

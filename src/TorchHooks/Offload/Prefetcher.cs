@@ -20,7 +20,7 @@ namespace TorchHooks
         private readonly List<OffloadHook> _order = new();
         private readonly Dictionary<OffloadHook, int> _index = new();
         private readonly Dictionary<OffloadHook, TaskCompletionSource<Tensor[]>> _pending = new();
-        private readonly BlockingCollection<(OffloadHook Hook, TaskCompletionSource<Tensor[]> Result)> _queue = new();
+        private readonly BlockingCollection<(OffloadHook Hook, Tensor[] Into, TaskCompletionSource<Tensor[]> Result)> _queue = new();
         private readonly Thread _thread;
         private long _held;
         private bool _disposed;
@@ -58,7 +58,10 @@ namespace TorchHooks
                     _held += next.Bytes;
                     var tcs = new TaskCompletionSource<Tensor[]>(TaskCreationOptions.RunContinuationsAsynchronously);
                     _pending[next] = tcs;
-                    _queue.Add((next, tcs));
+                    // Allocated here, on the calling thread, and filled on the prefetch thread: memory allocated by one
+                    // thread and freed by another stays in the allocating thread's malloc arena (glibc), so buffers
+                    // allocated on the prefetch thread would keep the process's RSS high after they are released.
+                    _queue.Add((next, next.Allocate(), tcs));
                 }
             }
         }
@@ -85,10 +88,10 @@ namespace TorchHooks
 
         private void Run()
         {
-            foreach (var (hook, result) in _queue.GetConsumingEnumerable())
+            foreach (var (hook, into, result) in _queue.GetConsumingEnumerable())
             {
-                try { result.SetResult(hook.ReadAll()); }
-                catch (Exception e) { result.SetException(e); }
+                try { hook.Fill(into); result.SetResult(into); }
+                catch (Exception e) { foreach (var t in into) t.Dispose(); result.SetException(e); }
             }
         }
 
