@@ -25,6 +25,9 @@ namespace TorchHooks.Benchmarks
     ///       torch.profiler through benchmarks/pytorch_hook_cost.py --serve-profiler (TracingPaired.cs).
     ///   ... -- --tracing-probe
     ///       What each sub-step of recording a module call costs (TracingProbe.cs).
+    ///   ... -- --offload-probe [--layers 24] [--width 2048] [--passes 5]
+    ///       Big models: resident vs disk offload vs offload + prefetch, and streaming loads; one child process per
+    ///       configuration for its peak RSS (OffloadProbe.cs).
     ///   ... -- --filter '*Dispatch*'   (or any other BenchmarkDotNet command line)
     ///       Ad hoc: BenchmarkDotNet's own switcher, in-process by default.
     /// </summary>
@@ -44,6 +47,8 @@ namespace TorchHooks.Benchmarks
                 return TracingProbe.Run();
             if (args.Contains("--tracing-paired"))
                 return TracingPaired.Run(args);
+            if (args.Contains("--offload-probe"))
+                return OffloadProbe.Run(args);
             if (args.Contains("--write-docs") || args.Contains("--print-docs"))
                 return DocsRun.Run(args);
 

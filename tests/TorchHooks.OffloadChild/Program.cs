@@ -11,6 +11,8 @@ using static TorchSharp.torch;
 // One configuration of the offload memory measurement per process (peak RSS is per process):
 //   write    <model.bin> <layers> <width>                          a seeded model, saved with Module.save
 //   run      <model.bin> <layers> <width> <mode> <passes> <out>    mode: resident | offload | prefetch:<bytes>
+//   load     <model.bin> <layers> <width> <how>                    how: stream (empty model + streaming load_state_dict)
+//                                                                   | build (allocated model + TorchSharp's Module.load)
 // "run" prints one line: mode, baseline VmRSS, VmHWM, peak above baseline (bytes), median seconds per pass, prefetch
 // hits/waits; and writes the last pass's output bytes to <out> (bit-identity is checked by the caller).
 static long Status(string field)
@@ -34,6 +36,31 @@ if (mode == "write")
     var model = Model(layers, width);
     foreach (var p in model.parameters()) p.mul_(0.5);
     model.save(path);
+    return 0;
+}
+
+if (mode == "load")
+{
+    using (var warm = nn.Linear(8, 8)) { }
+    GC.Collect();
+    long before = Status("VmRSS");
+    var clock = Stopwatch.StartNew();
+    Sequential loaded;
+    if (args[4] == "stream")
+    {
+        using (EmptyWeights.Scope()) loaded = Model(layers, width);
+        using var checkpoint = Checkpoint.Open(path);
+        loaded.WithHooks().load_state_dict(checkpoint);
+    }
+    else
+    {
+        loaded = Model(layers, width);
+        loaded.load(path);
+    }
+    double seconds = clock.Elapsed.TotalSeconds;
+    long top = Status("VmHWM");
+    Console.WriteLine(string.Join(" ", "load-" + args[4], before, top, top - before, seconds.ToString("R", CultureInfo.InvariantCulture), new FileInfo(path).Length, 0));
+    GC.KeepAlive(loaded);
     return 0;
 }
 
