@@ -1,4 +1,5 @@
 using System.Collections.Generic;
+using System.Linq;
 using BenchmarkDotNet.Attributes;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -10,9 +11,10 @@ namespace TorchHooks.Benchmarks
     /// The public call-path hooks (<see cref="ModelHook"/>, Accelerate's hooks): what they cost where they are not
     /// attached — the claim is nothing — and what a no-op hook costs where it is. The 9-module model of suite 1
     /// through its facade, one intra-op thread. Not part of --write-docs; run it on its own:
-    /// <c>dotnet run -c Release --project benchmarks/TorchHooks.Benchmarks -- --filter '*ModelHookBenchmarks*'</c>.
+    /// <c>dotnet run -c Release --project benchmarks/TorchHooks.Benchmarks -- --filter '*ModelHookBenchmarks*' --inProcess --warmupCount 3 --iterationCount 30 --iterationTime 150</c>
+    /// (short iterations: a loaded machine otherwise exceeds the in-process toolchain's time limit).
     /// </summary>
-    [MemoryDiagnoser]
+    [MemoryDiagnoser, MedianColumn]
     public class ModelHookBenchmarks
     {
         private Sequential _bare = null!;        // wrapped, nothing ever attached
@@ -82,6 +84,64 @@ namespace TorchHooks.Benchmarks
         public void ForwardHookOnEveryModule()
         {
             using var y = _forwardFacade.call(_x);
+        }
+    }
+}
+
+namespace TorchHooks.Benchmarks
+{
+    /// <summary>
+    /// <c>--model-hook-probe [rounds]</c>: the same question as <see cref="ModelHookBenchmarks"/> on the managed chain
+    /// (9 pass-through module calls: the call path's own cost shows most), by Stopwatch in alternating rounds in one
+    /// process, so that a loaded machine's drift hits every case alike. Prints the median ns per module call of each
+    /// case and its median difference to the baseline measured in the same round.
+    /// </summary>
+    internal static class ModelHookProbe
+    {
+        private sealed class NoOp : ModelHook { }
+
+        public static int Run(string[] args)
+        {
+            int rounds = args.SkipWhile(a => a != "--model-hook-probe").Skip(1).Select(a => int.TryParse(a, out var r) ? r : 0).FirstOrDefault();
+            rounds = rounds > 0 ? rounds : 21;
+            torch.set_num_threads(1);
+            using var input = torch.randn(1, 8);
+            var hook = new NoOp();
+            HookedModule<Tensor, Tensor> Chain(System.Action<HookPoint>? each)
+            {
+                var facade = Models.ManagedChain().WithHooks();
+                if (each is not null) foreach (var p in facade.HookPoints()) each(p);
+                return facade;
+            }
+            var models = new[]
+            {
+                ("facade, no ModelHook (baseline)", Chain(null)),
+                ("facade, ModelHook attached and removed", Chain(p => p.add_hook_to_module(hook).remove())),
+                ("facade, forward hook attached and removed", Chain(p => p.register_forward_hook((m, x, y) => null).remove())),
+                ("facade, no-op ModelHook on every module", Chain(p => p.add_hook_to_module(hook))),
+                ("facade, no-op forward hook on every module", Chain(p => p.register_forward_hook((m, x, y) => null))),
+            };
+            const int N = 100_000;
+            var perCall = models.Select(_ => new List<double>()).ToArray();
+            var delta = models.Select(_ => new List<double>()).ToArray();
+            for (int round = 0; round < rounds; round++)
+            {
+                var now = new double[models.Length];
+                for (int c = 0; c < models.Length; c++)
+                {
+                    var facade = models[c].Item2;
+                    for (int i = 0; i < 1_000; i++) facade.call(input);
+                    long start = System.Diagnostics.Stopwatch.GetTimestamp();
+                    for (int i = 0; i < N; i++) facade.call(input);
+                    now[c] = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalNanoseconds / N / Models.ManagedChainCalls;
+                    perCall[c].Add(now[c]);
+                }
+                for (int c = 0; c < models.Length; c++) delta[c].Add(now[c] - now[0]);
+            }
+            static double Mid(List<double> v) { v.Sort(); return v[v.Count / 2]; }
+            foreach (var (c, name) in models.Select((m, i) => (i, m.Item1)))
+                System.Console.WriteLine($"{name,-44} {Mid(perCall[c]),7:F1} ns per module call, {Mid(delta[c]),6:+0.0;-0.0} vs baseline (median of {rounds} paired rounds)");
+            return 0;
         }
     }
 }

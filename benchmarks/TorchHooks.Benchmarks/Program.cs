@@ -28,6 +28,8 @@ namespace TorchHooks.Benchmarks
     ///   ... -- --offload-probe [--layers 24] [--width 2048] [--passes 5]
     ///       Big models: resident vs disk offload vs offload + prefetch, and streaming loads; one child process per
     ///       configuration for its peak RSS (OffloadProbe.cs).
+    ///   ... -- --model-hook-probe [rounds]
+    ///       Call-path hooks (ModelHook) unattached, attached-and-removed, attached; paired rounds (ModelHookBenchmarks.cs).
     ///   ... -- --filter '*Dispatch*'   (or any other BenchmarkDotNet command line)
     ///       Ad hoc: BenchmarkDotNet's own switcher, in-process by default.
     /// </summary>
@@ -37,6 +39,8 @@ namespace TorchHooks.Benchmarks
         {
             if (args.Contains("--hook-probe"))
                 return HookProbe.Run(args);
+            if (args.Contains("--model-hook-probe"))
+                return ModelHookProbe.Run(args);
             if (args.Contains("--wrap-probe"))
                 return WrapProbe.Run();
             if (args.Contains("--backward-probe"))

@@ -17,19 +17,9 @@ namespace TorchHooks.Tests.ModelHooks
     [TestFixture]
     public class ModelHookTests
     {
+        /// <summary>The golden script's model: Linear(3, 3) → Linear(3, 2), float64, the weights of the other goldens.</summary>
         private static nn.Module<Tensor, Tensor> GoldenModel()
-        {
-            var net = nn.Sequential(nn.Linear(3, 3, dtype: float64), nn.Linear(3, 2, dtype: float64));
-            using var _ = no_grad();
-            int k = 0;
-            foreach (var (_, p) in net.named_parameters())
-            {
-                using var values = (sin(arange(p.numel(), dtype: float64) * 0.37 + k) * 0.5).reshape(p.shape);
-                p.copy_(values);
-                k++;
-            }
-            return net;
-        }
+            => TorchHooks.Tests.Backward.BackwardGoldenTests.Init(nn.Sequential(nn.Linear(3, 3, dtype: float64), nn.Linear(3, 2, dtype: float64)));
 
         /// <summary>Records its calls; pre_forward scales the input, post_forward shifts the output (the golden script's Recorder).</summary>
         private sealed class Recorder : ModelHook

@@ -80,10 +80,9 @@ def add_hook_to_module(module, hook, append=False):
 def make_net():
     torch.set_default_dtype(torch.float64)
     net = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2))
-    with torch.no_grad():
-        for k, (_, p) in enumerate(net.named_parameters()):
-            n = p.numel()
-            p.copy_((torch.sin(torch.arange(n, dtype=torch.float64) * 0.37 + k) * 0.5).reshape(p.shape))
+    with torch.no_grad():  # the weights of the other goldens: sin(0.37 i + k) / 2 for the k-th parameter
+        for k, p in enumerate(net.parameters()):
+            p.copy_((torch.sin(torch.arange(p.numel(), dtype=torch.float64) * 0.37 + k) * 0.5).reshape(p.shape))
     return net
 
 

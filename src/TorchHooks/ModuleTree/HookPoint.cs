@@ -103,7 +103,9 @@ namespace TorchHooks
         internal abstract void FinishFailedCall(CallFrame frame, List<Exception> suppressed);
 
         /// <inheritdoc />
-        public override string ToString() => $"HookPoint('{Path}', {Module.GetType().Name}: {Signature}, {ForwardPreSnapshot.Length} pre, {ForwardSnapshot.Length} forward)";
+        public override string ToString()
+            => $"HookPoint('{Path}', {Module.GetType().Name}: {Signature}, {ForwardPreHookCount} forward pre, {ForwardHookCount} forward, " +
+               $"{BackwardPreHookCount} backward pre, {BackwardHookCount} full backward, {ModelHookChain.Length} call-path hook(s){(Precision is { } p ? $", precision {p}" : "")})";
     }
 
     /// <summary>The hook site of a module whose inputs are <typeparamref name="TArgs"/> (a tuple for several inputs).</summary>
