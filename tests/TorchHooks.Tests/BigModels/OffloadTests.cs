@@ -36,16 +36,24 @@ namespace TorchHooks.Tests.BigModels
 
         private static Tensor Input() { manual_seed(3); return randn(4, 16); }
 
+        /// <summary>The input, the resident model's output for it, and an empty (meta) copy of the model, wrapped.</summary>
+        private (Tensor X, Tensor Want, HookedModule<Tensor, Tensor> Empty) Setup()
+        {
+            var x = Input();
+            var want = Resident().call(x);
+            Sequential empty;
+            using (EmptyWeights.Scope()) empty = Model();
+            return (x, want, empty.WithHooks());
+        }
+
         private static bool BitEqual(Tensor a, Tensor b) => a.shape.SequenceEqual(b.shape) && a.dtype == b.dtype && a.eq(b).all().item<bool>();
 
         [Test(Description = "Accelerate test_disk_offload: an empty model offloaded to disk runs bit-identical to the resident model; between calls no offloaded parameter holds storage")]
         public void Disk_offload_of_an_empty_model_is_bit_identical()
         {
-            using var x = Input();
-            using var want = Resident().call(x);
-            Sequential empty;
-            using (EmptyWeights.Scope()) empty = Model();
-            var m = empty.WithHooks();
+            var (x, want, m) = Setup();
+            using var _x = x;
+            using var _want = want;
             using var store = WeightStore.Disk(Checkpoint.Open(_path));
             using var offload = m.Offload(store);
             Assert.That(offload.Paths, Is.EqualTo(new[] { "fc1", "norm", "fc2", "fc3" }));
@@ -91,11 +99,9 @@ namespace TorchHooks.Tests.BigModels
         [Test(Description = "prefetch: later passes are served from reads made ahead on the background thread within the byte budget; outputs bit-identical; no tensor left behind")]
         public void Prefetch_serves_later_passes_within_budget()
         {
-            using var x = Input();
-            using var want = Resident().call(x);
-            Sequential empty;
-            using (EmptyWeights.Scope()) empty = Model();
-            var m = empty.WithHooks();
+            var (x, want, m) = Setup();
+            using var _x = x;
+            using var _want = want;
             using var store = WeightStore.Disk(Checkpoint.Open(_path));
             var offload = m.Offload(store, new OffloadOptions { PrefetchBytes = 2 * (32 * 32 + 32) * 4 });
             using (no_grad()) m.call(x).Dispose();   // learn the order
