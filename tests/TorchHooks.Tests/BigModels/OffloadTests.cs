@@ -217,3 +217,41 @@ namespace TorchHooks.Tests.BigModels
         }
     }
 }
+
+namespace TorchHooks.Tests.BigModels
+{
+    /// <summary>Writing Accelerate's offload folder (offload_state_dict's layout) and offloading to it.</summary>
+    public class OffloadFolderWriterTests
+    {
+        [Test(Description = "Accelerate test_offload_state_dict: the folder written here has the same .dat bytes and index entries as the one make_checkpoints.py wrote by Accelerate's layout; offloading to it runs bit-identical")]
+        public void Written_folder_matches_the_reference_layout_and_offloads()
+        {
+            var dir = Path.Combine(Path.GetTempPath(), $"th18-folder-{Guid.NewGuid():N}");
+            try
+            {
+                var model = StreamingLoadTests.SmallModel();
+                var m = model.WithHooks();
+                using (var golden = Checkpoint.Open(StreamingLoadTests.Golden("small.safetensors"))) m.load_state_dict(golden);
+                using (var sd = m.StateDict()) OffloadFolder.Write(sd, dir);
+                var reference = StreamingLoadTests.Golden("offload");
+                foreach (var file in Directory.GetFiles(reference, "*.dat"))
+                    Assert.That(File.ReadAllBytes(Path.Combine(dir, Path.GetFileName(file))), Is.EqualTo(File.ReadAllBytes(file)), Path.GetFileName(file));
+                using (var mine = Checkpoint.Open(dir))
+                using (var theirs = Checkpoint.Open(reference))
+                    foreach (var t in theirs.Tensors)
+                        Assert.That((mine[t.Name].dtype, mine[t.Name].shape), Is.EqualTo((t.dtype, t.shape)), t.Name);
+                if (OperatingSystem.IsLinux()) Assert.That(File.GetUnixFileMode(dir) & (UnixFileMode.GroupWrite | UnixFileMode.OtherWrite), Is.EqualTo(UnixFileMode.None));
+
+                model.eval();
+                using var x = ones(2, 4);
+                using var want = model.call(x);
+                using var store = WeightStore.Disk(Checkpoint.Open(dir));
+                using var offload = m.Offload(store);
+                using (no_grad())
+                using (var y = m.call(x))
+                    Assert.That(y.eq(want).all().item<bool>(), "bit-identical from the written folder");
+            }
+            finally { if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); }
+        }
+    }
+}
