@@ -10,7 +10,7 @@ namespace TorchHooks
     /// <summary>Which modules to offload and how far to read ahead (<see cref="OffloadExtensions.Offload"/>).</summary>
     public sealed class OffloadOptions
     {
-        /// <summary>The modules whose own parameters are offloaded (default: every module that has parameters of its own).</summary>
+        /// <summary>The modules whose own parameters are offloaded, asked for each module that has parameters of its own (default: all of them).</summary>
         public Func<HookPoint, bool>? Modules { get; init; }
 
         /// <summary>
@@ -104,8 +104,8 @@ namespace TorchHooks
                 var node = model[path];
                 var module = node.Module;
                 string prefix = path.Length == 0 ? "" : path + ".";
-                bool selected = options.Modules?.Invoke(node) ?? true;
                 var own = module.named_parameters(recurse: false).ToList();
+                bool selected = own.Count > 0 && (options.Modules?.Invoke(node) ?? true);
                 foreach (var (name, b) in module.named_buffers(recurse: false))
                 {
                     if (b.device_type != DeviceType.META) continue;
