@@ -153,7 +153,7 @@ namespace TorchHooks
     {
 
         /// <summary>The way in (the dispatcher's TorchSharp pre-hook).</summary>
-        public static TArgs BeforeForward(HookPointOf<TArgs, TResult> node, TArgs args)
+        public static TArgs BeforeForward(SignatureNode<TArgs, TResult> node, TArgs args)
         {
             var stack = CallStack.CurrentOrNull;
             var here = CallStack.Mark();
@@ -166,7 +166,7 @@ namespace TorchHooks
             if (active == 0) return args;
 
             stack ??= CallStack.Current;
-            if (stack.Count >= ThreadState.MaxCallDepth) throw TooDeep(node, stack.Count);
+            if (stack.Count >= ThreadCallState.MaxCallDepth) throw TooDeep(node, stack.Count);
             // Every 8th nesting level: 8 levels cannot use up the margin this check leaves (64 KB or more).
             if ((stack.Count & 7) == 7 && !RuntimeHelpers.TryEnsureSufficientExecutionStack()) throw StackLow(node, stack.Count);
 
@@ -186,7 +186,7 @@ namespace TorchHooks
         }
 
         /// <summary>The way out (the dispatcher's TorchSharp post-hook), when calls are under way on the thread (<paramref name="stack"/>).</summary>
-        public static TResult AfterForward(HookPointOf<TArgs, TResult> node, CallStack stack, TArgs args, TResult result)
+        public static TResult AfterForward(SignatureNode<TArgs, TResult> node, CallStack stack, TArgs args, TResult result)
         {
             // (The dispatcher comes here only while frames are open on the thread: CallStack.Frames.)
             int index = stack.Find(node);
@@ -208,7 +208,7 @@ namespace TorchHooks
         }
 
         /// <summary>The call failed: every concern's failure step, in way-out order.</summary>
-        public static void FinishFailedCall(HookPointOf<TArgs, TResult> node, CallFrame frame, List<Exception> suppressed)
+        public static void FinishFailedCall(SignatureNode<TArgs, TResult> node, CallFrame frame, List<Exception> suppressed)
         {
             var steps = node.Plan.Out(frame.Concerns);
             for (int i = 0; i < steps.Length; i++)
@@ -227,19 +227,19 @@ namespace TorchHooks
 
         private static InvalidOperationException TooDeep(HookPoint node, int depth)
             => new($"Module '{node.Path}' ({node.Module.GetType().Name}) was called {depth} hooked calls deep on this thread, " +
-                   $"the limit (ThreadState.MaxCallDepth = {ThreadState.MaxCallDepth}). A hook or forward that calls the model " +
+                   $"the limit (ThreadCallState.MaxCallDepth = {ThreadCallState.MaxCallDepth}). A hook or forward that calls the model " +
                    "again needs a bound (e.g. a flag that skips the nested call); unbounded, it would overflow the stack and end the process.");
 
         private static InsufficientExecutionStackException StackLow(HookPoint node, int depth)
             => new($"Module '{node.Path}' ({node.Module.GetType().Name}) was called {depth} hooked calls deep and this thread's stack " +
-                   $"is nearly exhausted (before ThreadState.MaxCallDepth = {ThreadState.MaxCallDepth}). A hook or forward that calls the " +
+                   $"is nearly exhausted (before ThreadCallState.MaxCallDepth = {ThreadCallState.MaxCallDepth}). A hook or forward that calls the " +
                    "model again needs a bound; or run the model on a thread with a larger stack.");
     }
 
     /// <summary>
     /// The concerns' steps for one signature, in way-in and way-out order, for each set of active concerns (a mask
     /// of <see cref="CallConcern.Slot"/> bits; built on first use), so a call runs exactly its active steps. Every
-    /// node of that signature holds it (<see cref="HookPointOf{TArgs,TResult}.Plan"/>), so the call path reads it
+    /// node of that signature holds it (<see cref="SignatureNode{TArgs,TResult}.Plan"/>), so the call path reads it
     /// through an instance field rather than a static field of a shared generic class (a helper call each).
     /// </summary>
     internal sealed class CallPlan<TArgs, TResult>

@@ -136,7 +136,7 @@ namespace TorchHooks
         }
     }
 
-    // The call-path hooks' place on the per-module node (Tree/HookPoint.cs): the attached hooks and their registration.
+    // The call-path hooks' place on the per-module node (ModuleTree/HookPoint.cs): the attached hooks and their registration.
     public abstract partial class HookPoint
     {
         private ModelHook[] _modelHooks = Array.Empty<ModelHook>();

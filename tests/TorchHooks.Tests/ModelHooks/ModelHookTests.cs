@@ -148,6 +148,24 @@ namespace TorchHooks.Tests.ModelHooks
             Assert.That(node.ActiveConcerns, Is.Zero, "no call-path hook: the module is back on the fast path");
         }
 
+        [Test(Description = "Selected by type inside a Hooks(...) scope (docs/call-path-hooks.md): the scope detaches every hook it attached, and only those")]
+        public void ScopeDetachesEveryHookItAttached()
+        {
+            var log = new List<string>();
+            var m = nn.Sequential(("a", nn.Linear(2, 2)), ("act", nn.ReLU()), ("b", nn.Linear(2, 2))).WithHooks();
+            using var kept = m["act"].add_hook_to_module(new Lifecycle("K", log));
+            var hook = new Lifecycle("L", log);
+            using (m.Hooks(() => { foreach (var p in m.HookPoints<TorchSharp.Modules.Linear>()) p.add_hook_to_module(hook); }))
+            {
+                Assert.That(m["a"].model_hook, Is.SameAs(hook));
+                Assert.That(m["b"].model_hook, Is.SameAs(hook));
+            }
+            Assert.That(m["a"].model_hook, Is.Null);
+            Assert.That(m["b"].model_hook, Is.Null);
+            Assert.That(m["act"].model_hook, Is.InstanceOf<Lifecycle>(), "a hook attached outside the scope stays");
+            Assert.That(log, Is.EqualTo(new[] { "K.init", "L.init", "L.init", "L.detach", "L.detach" }));
+        }
+
         [Test(Description = "A hook whose init_hook throws is not attached; a null hook is refused naming the argument")]
         public void BadAttachLeavesNothingAttached()
         {
