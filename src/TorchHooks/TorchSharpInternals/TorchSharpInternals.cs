@@ -50,6 +50,8 @@ namespace TorchHooks
             (ParamsName, RegistrationField(ParamsField) is not null),
             (BuffersName, RegistrationField(BuffersField) is not null),
             (LibtorchVersionName, LibtorchVersionField() is not null),
+            (RegisterParameterName, RegisterParameterMethod() is not null),
+            (RegisterBufferName, RegisterBufferMethod() is not null),
         };
 
         // ---- HookableModule<TPre, TPost>.pre_hooks / post_hooks: TorchSharp's hook dictionaries (Dispatchers swaps them copy-on-write) ----
@@ -157,6 +159,24 @@ namespace TorchHooks
             Warn(LibtorchVersionName, $"the native-library fix assumes libtorch {assumed}, the version TorchSharp {CheckedVersion} uses");
             return assumed;
         }
+
+        // ---- Module.ConditionallyRegisterParameter / ConditionallyRegisterBuffer: replacing a meta tensor's registration (BigModels/ModuleSlots.cs) ----
+
+        private const string RegisterParameterName = "TorchSharp.torch.nn.Module.ConditionallyRegisterParameter(string, Parameter) (protected)";
+        private const string RegisterBufferName = "TorchSharp.torch.nn.Module.ConditionallyRegisterBuffer(string, Tensor, bool) (protected)";
+
+        private static MethodInfo? RegisterParameterMethod() => typeof(torch.nn.Module).GetMethod("ConditionallyRegisterParameter", Instance, null, new[] { typeof(string), typeof(Parameter) }, null);
+        private static MethodInfo? RegisterBufferMethod() => typeof(torch.nn.Module).GetMethod("ConditionallyRegisterBuffer", Instance, null, new[] { typeof(string), typeof(torch.Tensor), typeof(bool) }, null);
+
+        /// <summary>Registers a parameter in place of the one of that name (TorchSharp's own <c>Module.to</c> does so); throws naming the member if missing.</summary>
+        public static void RegisterParameter(torch.nn.Module module, string name, Parameter value)
+            => (RegisterParameterMethod() ?? throw Missing(RegisterParameterName, "a parameter of an empty (meta) model cannot be given storage"))
+               .Invoke(module, new object[] { name, value });
+
+        /// <summary>Registers a persistent buffer in place of the one of that name; throws naming the member if missing.</summary>
+        public static void RegisterBuffer(torch.nn.Module module, string name, torch.Tensor value)
+            => (RegisterBufferMethod() ?? throw Missing(RegisterBufferName, "a buffer of an empty (meta) model cannot be given storage"))
+               .Invoke(module, new object[] { name, value, true });
 
         // ---- reporting ----
 

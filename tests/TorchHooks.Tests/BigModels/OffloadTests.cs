@@ -1,0 +1,257 @@
+using System;
+using System.IO;
+using System.Linq;
+using NUnit.Framework;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace TorchHooks.Tests.BigModels
+{
+    /// <summary>Weight offload on the call path (public ModelHook seam): materialised on the way in, released on the way out, prefetch, refusals.</summary>
+    [NonParallelizable]
+    public class OffloadTests
+    {
+        private string _path = "";
+
+        [SetUp]
+        public void Save()
+        {
+            _path = Path.Combine(Path.GetTempPath(), $"th18-offload-{Guid.NewGuid():N}.bin");
+            manual_seed(7);
+            Model().save(_path);
+        }
+
+        [TearDown]
+        public void Delete() => File.Delete(_path);
+
+        internal static Sequential Model() => nn.Sequential(("fc1", nn.Linear(16, 32)), ("norm", nn.LayerNorm(32)), ("fc2", nn.Linear(32, 32)), ("fc3", nn.Linear(32, 8)));
+
+        private Sequential Resident()
+        {
+            var m = Model();
+            m.load(_path);
+            return m;
+        }
+
+        private static Tensor Input() { manual_seed(3); return randn(4, 16); }
+
+        /// <summary>The input, the resident model's output for it, and an empty (meta) copy of the model, wrapped.</summary>
+        private (Tensor X, Tensor Want, HookedModule<Tensor, Tensor> Empty) Setup()
+        {
+            var x = Input();
+            var want = Resident().call(x);
+            Sequential empty;
+            using (EmptyWeights.Scope()) empty = Model();
+            return (x, want, empty.WithHooks());
+        }
+
+        private static bool BitEqual(Tensor a, Tensor b) => a.shape.SequenceEqual(b.shape) && a.dtype == b.dtype && a.eq(b).all().item<bool>();
+
+        [Test(Description = "Accelerate test_disk_offload: an empty model offloaded to disk runs bit-identical to the resident model; between calls no offloaded parameter holds storage")]
+        public void Disk_offload_of_an_empty_model_is_bit_identical()
+        {
+            var (x, want, m) = Setup();
+            using var _x = x;
+            using var _want = want;
+            using var store = WeightStore.Disk(Checkpoint.Open(_path));
+            using var offload = m.Offload(store);
+            Assert.That(offload.Paths, Is.EqualTo(new[] { "fc1", "norm", "fc2", "fc3" }));
+            Assert.That(offload.AllReleased);
+            bool sawWeights = false;
+            using var h = m["fc2"].register_forward_hook((mod, input, y) => { sawWeights = ((Linear)mod).weight!.numel() > 0; return null; });
+            for (int pass = 0; pass < 3; pass++)
+            {
+                using (no_grad())
+                using (var y = m.call(x))
+                    Assert.That(BitEqual(y, want), $"pass {pass}: bit-identical to resident");
+                Assert.That(offload.AllReleased, $"pass {pass}: released after the call");
+            }
+            Assert.That(sawWeights, Is.False, "forward hooks run after post_forward released the weights, as Accelerate's hooks run inside forward");
+        }
+
+        [Test(Description = "offloading a resident model keeps its Parameter objects; disposing the handle makes them resident with their values, and an optimizer built before still trains them")]
+        public void Parameter_objects_kept_and_restored()
+        {
+            var model = Resident();
+            var m = model.WithHooks();
+            var parameters = model.parameters().ToArray();
+            var before = parameters.Select(p => p.detach().clone()).ToArray();
+            var optimizer = optim.SGD(model.parameters(), 0.1);
+            using (var store = WeightStore.Disk(Checkpoint.Open(_path)))
+            {
+                var offload = m.Offload(store);
+                Assert.That(model.parameters().Zip(parameters).All(p => ReferenceEquals(p.First, p.Second)));
+                Assert.That(parameters.All(p => p.numel() == 0), "released");
+                offload.Dispose();
+            }
+            Assert.That(model.parameters().Zip(parameters).All(p => ReferenceEquals(p.First, p.Second)));
+            Assert.That(parameters.Zip(before).All(p => BitEqual(p.First.detach(), p.Second)), "resident again with their values");
+            Assert.That(parameters.All(p => p.requires_grad));
+            using var x = Input();
+            optimizer.zero_grad();
+            m.call(x).sum().backward();
+            optimizer.step();
+            Assert.That(!BitEqual(parameters[0].detach(), before[0]), "the optimizer built before the offload updated the parameter");
+            foreach (var t in before) t.Dispose();
+        }
+
+        [Test(Description = "prefetch: later passes are served from reads made ahead on the background thread within the byte budget; outputs bit-identical; no tensor left behind")]
+        public void Prefetch_serves_later_passes_within_budget()
+        {
+            var (x, want, m) = Setup();
+            using var _x = x;
+            using var _want = want;
+            using var store = WeightStore.Disk(Checkpoint.Open(_path));
+            var offload = m.Offload(store, new OffloadOptions { PrefetchBytes = 2 * (32 * 32 + 32) * 4 });
+            using (no_grad()) m.call(x).Dispose();   // learn the order
+            GC.Collect(); GC.WaitForPendingFinalizers();
+            long tensors = Tensor.TotalCount;
+            for (int pass = 0; pass < 5; pass++)
+                using (no_grad())
+                using (var y = m.call(x))
+                    Assert.That(BitEqual(y, want), $"pass {pass}");
+            TestContext.Out.WriteLine($"prefetch: {offload.PrefetchHits} hits, {offload.PrefetchWaits} waits over 5 passes of {offload.Paths.Count} modules");
+            Assert.That(offload.PrefetchHits + offload.PrefetchWaits, Is.GreaterThanOrEqualTo(5 * 3), "every module after the first of each pass came from a read ahead");
+            offload.Dispose();
+            GC.Collect(); GC.WaitForPendingFinalizers();
+            Assert.That(Tensor.TotalCount, Is.LessThanOrEqualTo(tensors + 8), "live tensors flat (the 8 are the restored parameters)");
+        }
+
+        [Test(Description = "training with offloaded weights is refused naming the module; nothing is left materialised")]
+        public void Training_is_refused_naming_the_module()
+        {
+            var model = Resident();
+            var m = model.WithHooks();
+            using var store = WeightStore.Disk(Checkpoint.Open(_path));
+            using var offload = m.Offload(store);
+            using var x = Input();
+            var e = Assert.Throws<InvalidOperationException>(() => m.call(x))!;
+            Assert.That(e.Message, Does.Contain("'fc1'").And.Contain("inference only").And.Contain("no_grad"));
+            Assert.That(offload.AllReleased);
+        }
+
+        [Test(Description = "a call that fails inside forward releases the weights (forward_failed)")]
+        public void Failed_call_releases_the_weights()
+        {
+            var model = Resident();
+            var m = model.WithHooks();
+            using var store = WeightStore.Disk(Checkpoint.Open(_path));
+            using var offload = m.Offload(store);
+            using var wrong = randn(4, 5);
+            using (no_grad()) Assert.That(() => m.call(wrong), Throws.Exception);
+            Assert.That(offload.AllReleased);
+            using var x = Input();
+            using (no_grad()) m.call(x).Dispose();   // and the model still runs
+        }
+
+        [Test(Description = "autocast: an offloaded module's lower-precision casts are never cached, so a cast of released or replaced weights is never served")]
+        public void Autocast_never_serves_a_cast_of_released_weights()
+        {
+            var a = Resident();
+            var b = Model();   // other weights
+            using var x = Input();
+            Tensor wantB;
+            using (no_grad()) using (Amp.autocast(DeviceType.CPU, ScalarType.BFloat16)) wantB = b.call(x);
+            var m = a.WithHooks();
+            using var storeA = WeightStore.Host(m.StateDict());
+            using var storeB = WeightStore.Host(b.WithHooks().StateDict());
+            using (no_grad())
+            using (Amp.autocast(DeviceType.CPU, ScalarType.BFloat16))
+            {
+                var first = m.Offload(storeA);
+                m.call(x).Dispose();
+                first.Dispose();
+                using var second = m.Offload(storeB);
+                using var y = m.call(x);
+                Assert.That(BitEqual(y, wantB), "the second store's weights, not a cached cast of the first's");
+            }
+            wantB.Dispose();
+        }
+
+        [Test(Description = "bad input: a parameter missing from the store, a shape mismatch, a prefetch budget below the largest module: refused with the list, nothing changed")]
+        public void Bad_input_refused_before_anything_moves()
+        {
+            var model = nn.Sequential(("fc1", nn.Linear(16, 32)), ("norm", nn.LayerNorm(32)), ("fc2", nn.Linear(32, 16)), ("extra", nn.Linear(8, 8)));
+            var m = model.WithHooks();
+            using var store = WeightStore.Disk(Checkpoint.Open(_path));
+            var e = Assert.Throws<ArgumentException>(() => m.Offload(store))!;
+            Assert.That(e.Message, Does.Contain("'fc2.weight' is [32, 32] in the store, [16, 32] in the model").And.Contain("'extra.weight' is not in the store").And.Contain("nothing was changed"));
+            Assert.That(model.parameters().All(p => p.numel() > 0), "nothing released");
+
+            var ok = Resident().WithHooks();
+            var budget = Assert.Throws<ArgumentException>(() => ok.Offload(store, new OffloadOptions { PrefetchBytes = 100 }))!;
+            Assert.That(budget.Message, Does.Contain("below the largest offloaded module"));
+            Assert.That(ok.Unwrap().parameters().All(p => p.numel() > 0), "nothing released");
+        }
+
+        [Test(Description = "a store folder writable by other users is refused")]
+        [Platform("Linux")]
+        public void Store_writable_by_others_refused()
+        {
+            if (!OperatingSystem.IsLinux()) return;
+            var dir = Path.Combine(Path.GetTempPath(), $"th18-shared-{Guid.NewGuid():N}");
+            Directory.CreateDirectory(dir);
+            try
+            {
+                var file = Path.Combine(dir, "model.bin");
+                File.Copy(_path, file);
+                File.SetUnixFileMode(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.OtherWrite | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
+                using var checkpoint = Checkpoint.Open(file);
+                var e = Assert.Throws<UnauthorizedAccessException>(() => WeightStore.Disk(checkpoint))!;
+                Assert.That(e.Message, Does.Contain(dir).And.Contain("chmod go-w"));
+            }
+            finally { Directory.Delete(dir, recursive: true); }
+        }
+
+        [Test(Description = "nothing offloaded: no hook attached, the call path's fast path untouched")]
+        public void Nothing_offloaded_leaves_modules_inactive()
+        {
+            var model = Resident();
+            var m = model.WithHooks();
+            using var store = WeightStore.Disk(Checkpoint.Open(_path));
+            var offload = m.Offload(store);
+            Assert.That(m["fc1"].IsActive, Is.True);
+            offload.Dispose();
+            Assert.That(m.Paths.Select(p => m[p]).All(p => !p.IsActive), "no concern active once the offload is removed");
+        }
+    }
+}
+
+namespace TorchHooks.Tests.BigModels
+{
+    /// <summary>Writing Accelerate's offload folder (offload_state_dict's layout) and offloading to it.</summary>
+    public class OffloadFolderWriterTests
+    {
+        [Test(Description = "Accelerate test_offload_state_dict: the folder written here has the same .dat bytes and index entries as the one make_checkpoints.py wrote by Accelerate's layout; offloading to it runs bit-identical")]
+        public void Written_folder_matches_the_reference_layout_and_offloads()
+        {
+            var dir = Path.Combine(Path.GetTempPath(), $"th18-folder-{Guid.NewGuid():N}");
+            try
+            {
+                var model = StreamingLoadTests.SmallModel();
+                var m = model.WithHooks();
+                using (var golden = Checkpoint.Open(StreamingLoadTests.Golden("small.safetensors"))) m.load_state_dict(golden);
+                using (var sd = m.StateDict()) OffloadFolder.Write(sd, dir);
+                var reference = StreamingLoadTests.Golden("offload");
+                foreach (var file in Directory.GetFiles(reference, "*.dat"))
+                    Assert.That(File.ReadAllBytes(Path.Combine(dir, Path.GetFileName(file))), Is.EqualTo(File.ReadAllBytes(file)), Path.GetFileName(file));
+                using (var mine = Checkpoint.Open(dir))
+                using (var theirs = Checkpoint.Open(reference))
+                    foreach (var t in theirs.Tensors)
+                        Assert.That((mine[t.Name].dtype, mine[t.Name].shape), Is.EqualTo((t.dtype, t.shape)), t.Name);
+                if (OperatingSystem.IsLinux()) Assert.That(File.GetUnixFileMode(dir) & (UnixFileMode.GroupWrite | UnixFileMode.OtherWrite), Is.EqualTo(UnixFileMode.None));
+
+                model.eval();
+                using var x = ones(2, 4);
+                using var want = model.call(x);
+                using var store = WeightStore.Disk(Checkpoint.Open(dir));
+                using var offload = m.Offload(store);
+                using (no_grad())
+                using (var y = m.call(x))
+                    Assert.That(y.eq(want).all().item<bool>(), "bit-identical from the written folder");
+            }
+            finally { if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); }
+        }
+    }
+}
