@@ -246,6 +246,8 @@ namespace TorchHooks.Tests.ModelHooks
                     Interlocked.Increment(ref calls);
                 }
             })).ToArray();
+            // Under load the callers may not have started yet: attach only once they are calling.
+            Assert.That(SpinWait.SpinUntil(() => Volatile.Read(ref calls) > 0, TimeSpan.FromSeconds(60)), Is.True, "the calling threads never started");
             for (int i = 0; i < 200; i++)
             {
                 using (node.add_hook_to_module(hook)) Thread.Yield();
