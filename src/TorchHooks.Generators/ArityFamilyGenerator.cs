@@ -127,10 +127,12 @@ namespace TorchHooks.Generators
                 ModuleTree IHookedModule.Tree => Live.Tree;
 
                 /// <summary>
-                /// What every member but <see cref="Unwrap"/>, <see cref="Module"/>, <c>GetName</c> and <c>ToString</c> goes
-                /// through: a disposed facade (or one whose model was disposed) refuses everything alike, with
-                /// <see cref="ObjectDisposedException"/> saying what to do (hook points, hook registration, Trace, Summary,
-                /// caches and the drop-in members).
+                /// What every member that is the facade's own goes through — hook points (<c>this[path]</c>, <see cref="Root"/>,
+                /// <see cref="Paths"/>, the tree behind At/HookPoints/Hooks/Trace/Summary/caches), hook registration, calls —
+                /// so a disposed facade (or one whose model was disposed) refuses them all alike, with
+                /// <see cref="ObjectDisposedException"/> saying what to do. The drop-in members (parameters, state_dict, train,
+                /// to, ...) still reach the model, which the facade's disposal leaves alone: containers walk them
+                /// (a Sequential's Dispose and train() visit every child).
                 /// </summary>
                 private FacadeCore<{{a.Module}}> Live
                 {
@@ -195,59 +197,59 @@ namespace TorchHooks.Generators
                 // ---- drop-in: everything below is the wrapped model's own state (FacadeCore) ----
 
                 /// <inheritdoc />
-                public override void train(bool train = true) => Live.Inner.train(train);
+                public override void train(bool train = true) => _core.Inner.train(train);
                 /// <inheritdoc />
-                public override bool training => Live.Inner.training;
+                public override bool training => _core.Inner.training;
                 /// <inheritdoc />
-                public override void zero_grad(bool set_to_none = true) => Live.Inner.zero_grad(set_to_none);
+                public override void zero_grad(bool set_to_none = true) => _core.Inner.zero_grad(set_to_none);
                 /// <inheritdoc />
-                public override IEnumerable<(string name, Parameter parameter)> named_parameters(bool recurse = true) => Live.Inner.named_parameters(recurse);
+                public override IEnumerable<(string name, Parameter parameter)> named_parameters(bool recurse = true) => _core.Inner.named_parameters(recurse);
                 /// <inheritdoc />
-                public override IEnumerable<Parameter> parameters(bool recurse = true) => Live.Inner.parameters(recurse);
+                public override IEnumerable<Parameter> parameters(bool recurse = true) => _core.Inner.parameters(recurse);
                 /// <inheritdoc />
-                public override IEnumerable<(string name, Tensor buffer)> named_buffers(bool recurse = true, bool include_nonpersistent = true) => Live.Inner.named_buffers(recurse, include_nonpersistent);
+                public override IEnumerable<(string name, Tensor buffer)> named_buffers(bool recurse = true, bool include_nonpersistent = true) => _core.Inner.named_buffers(recurse, include_nonpersistent);
                 /// <inheritdoc />
-                public override IEnumerable<Tensor> buffers(bool recurse = true, bool include_nonpersistent = true) => Live.Inner.buffers(recurse, include_nonpersistent);
+                public override IEnumerable<Tensor> buffers(bool recurse = true, bool include_nonpersistent = true) => _core.Inner.buffers(recurse, include_nonpersistent);
                 /// <inheritdoc />
-                public override IEnumerable<(string name, nn.Module module)> named_children() => Live.Inner.named_children();
+                public override IEnumerable<(string name, nn.Module module)> named_children() => _core.Inner.named_children();
                 /// <inheritdoc />
-                public override IEnumerable<(string name, nn.Module module)> named_modules() => Live.Inner.named_modules();
+                public override IEnumerable<(string name, nn.Module module)> named_modules() => _core.Inner.named_modules();
                 /// <inheritdoc />
-                public override IEnumerable<nn.Module> children() => Live.Inner.children();
+                public override IEnumerable<nn.Module> children() => _core.Inner.children();
                 /// <inheritdoc />
-                public override IEnumerable<nn.Module> modules() => Live.Inner.modules();
+                public override IEnumerable<nn.Module> modules() => _core.Inner.modules();
                 /// <inheritdoc />
-                public override Dictionary<string, Tensor> state_dict(Dictionary<string, Tensor>? destination = null, string? prefix = null) => Live.Inner.state_dict(destination, prefix);
+                public override Dictionary<string, Tensor> state_dict(Dictionary<string, Tensor>? destination = null, string? prefix = null) => _core.Inner.state_dict(destination, prefix);
                 /// <inheritdoc />
-                public override (IList<string> missing_keys, IList<string> unexpected_keyes) load_state_dict(Dictionary<string, Tensor> source, bool strict = true, IList<string>? skip = null) => Live.Inner.load_state_dict(source, strict, skip);
+                public override (IList<string> missing_keys, IList<string> unexpected_keyes) load_state_dict(Dictionary<string, Tensor> source, bool strict = true, IList<string>? skip = null) => _core.Inner.load_state_dict(source, strict, skip);
                 /// <inheritdoc />
-                public override nn.Module load(System.IO.BinaryReader reader, bool strict = true, IList<string>? skip = null, Dictionary<string, bool>? loadedParameters = null) { Live.Inner.load(reader, strict, skip, loadedParameters); return this; }
+                public override nn.Module load(System.IO.BinaryReader reader, bool strict = true, IList<string>? skip = null, Dictionary<string, bool>? loadedParameters = null) { _core.Inner.load(reader, strict, skip, loadedParameters); return this; }
                 /// <inheritdoc />
-                public override nn.Module apply(Action<nn.Module> fn) { Live.Inner.apply(fn); return this; }
+                public override nn.Module apply(Action<nn.Module> fn) { _core.Inner.apply(fn); return this; }
                 /// <inheritdoc />
-                public override bool has_parameter(string target) => Live.Inner.has_parameter(target);
+                public override bool has_parameter(string target) => _core.Inner.has_parameter(target);
                 /// <inheritdoc />
-                public override bool has_buffer(string target) => Live.Inner.has_buffer(target);
+                public override bool has_buffer(string target) => _core.Inner.has_buffer(target);
                 /// <inheritdoc />
-                public override Parameter? get_parameter(string target) => Live.Inner.get_parameter(target);
+                public override Parameter? get_parameter(string target) => _core.Inner.get_parameter(target);
                 /// <inheritdoc />
-                public override Tensor? get_buffer(string target) => Live.Inner.get_buffer(target);
+                public override Tensor? get_buffer(string target) => _core.Inner.get_buffer(target);
                 /// <inheritdoc />
-                public override void register_buffer(string name, Tensor tensor, bool persistent = true) => Live.Inner.register_buffer(name, tensor, persistent);
+                public override void register_buffer(string name, Tensor tensor, bool persistent = true) => _core.Inner.register_buffer(name, tensor, persistent);
                 /// <inheritdoc />
-                public override void register_parameter(string name, Parameter param) => Live.Inner.register_parameter(name, param);
+                public override void register_parameter(string name, Parameter param) => _core.Inner.register_parameter(name, param);
                 /// <inheritdoc />
-                public override void register_module(string name, nn.Module submodule) => Live.RegisterModule(name, submodule);
+                public override void register_module(string name, nn.Module submodule) => _core.RegisterModule(name, submodule);
                 /// <inheritdoc />
                 public override string GetName() => _core.Inner.GetName();
                 /// <summary>The facade has no components of its own: its fields must not become submodules of the wrapped model.</summary>
                 protected override void RegisterComponents() { }
                 /// <inheritdoc />
-                protected override nn.Module _to(Device device, ScalarType dtype, bool non_blocking) { Live.Inner.to(device, dtype, non_blocking); return this; }
+                protected override nn.Module _to(Device device, ScalarType dtype, bool non_blocking) { _core.Inner.to(device, dtype, non_blocking); return this; }
                 /// <inheritdoc />
-                protected override nn.Module _to(DeviceType deviceType, int deviceIndex, bool non_blocking) { Live.Inner.to(deviceType, deviceIndex, non_blocking); return this; }
+                protected override nn.Module _to(DeviceType deviceType, int deviceIndex, bool non_blocking) { _core.Inner.to(deviceType, deviceIndex, non_blocking); return this; }
                 /// <inheritdoc />
-                protected override nn.Module _to(ScalarType dtype, bool non_blocking) { Live.Inner.to(dtype, non_blocking); return this; }
+                protected override nn.Module _to(ScalarType dtype, bool non_blocking) { _core.Inner.to(dtype, non_blocking); return this; }
                 /// <inheritdoc />
                 public override string ToString() => $"HookedModule({_core.Inner})";
             }

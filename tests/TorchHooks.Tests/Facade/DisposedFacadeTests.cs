@@ -10,9 +10,9 @@ namespace TorchHooks.Tests.Facade;
 
 /// <summary>
 /// A disposed facade refuses everything alike (issue 20, item 10): before, <c>m2.call</c> and <c>m2.Summary</c> threw
-/// while <c>m2["head"].register_forward_hook(...)</c> registered a hook that fired and <c>m2.Trace()</c> worked. Every
-/// member but <c>Unwrap()</c>/<c>Module</c> (the way back to the model) now throws the same
-/// <see cref="ObjectDisposedException"/>, whose message says what to do.
+/// while <c>m2["head"].register_forward_hook(...)</c> registered a hook that fired and <c>m2.Trace()</c> worked. Everything
+/// that is the facade's own now throws the same <see cref="ObjectDisposedException"/>, whose message says what to do;
+/// the drop-in members still reach the model (which a facade's disposal leaves alone), as containers need.
 /// </summary>
 [TestFixture]
 public class DisposedFacadeTests
@@ -47,10 +47,6 @@ public class DisposedFacadeTests
         yield return Use("CacheActivations()", (m, s) => m.CacheActivations().Dispose());
         yield return Use("RunWithCache(x)", (m, s) => { using var x = ones(1, 2); m.RunWithCache(x); });
         yield return Use("SetPrecision on m[path]", (m, s) => m["head"].SetPrecision(PrecisionPolicy.Float32()));
-        yield return Use("parameters()", (m, s) => m.parameters().ToList());
-        yield return Use("state_dict()", (m, s) => m.state_dict());
-        yield return Use("train()", (m, s) => m.train());
-        yield return Use("to(float64)", (m, s) => m.to(float64));
     }
 
     [TestCaseSource(nameof(Uses))]
@@ -62,6 +58,20 @@ public class DisposedFacadeTests
         var e = Assert.Throws<ObjectDisposedException>(() => use(m, model))!;
         Assert.That(e.Message, Does.StartWith(Message));
         Assert.That(model[1] is Linear head && head.weight is { IsInvalid: false }, Is.True, "the model is left alone");
+    }
+
+    [Test, Description("The drop-in members still reach the model: a Sequential holding a disposed facade can be trained, saved and disposed")]
+    public void Drop_in_members_still_reach_the_model_so_containers_work()
+    {
+        var model = NewModel();
+        var m = model.WithHooks();
+        var outer = nn.Sequential(("inner", m));
+        m.Dispose();
+        Assert.That(m.parameters().Count(), Is.EqualTo(4));
+        Assert.That(m.state_dict().Keys, Is.EquivalentTo(model.state_dict().Keys));
+        outer.eval();
+        Assert.That(model.training, Is.False);
+        Assert.DoesNotThrow(() => outer.Dispose());
     }
 
     [Test, Description("Nothing is half-registered by a refused registration: the model's modules carry no hook afterwards, and a new facade works")]

@@ -16,6 +16,7 @@ namespace TorchHooks.Tests.Notebooks;
 /// test case per notebook; a failure names the notebook, the cell and the error (see docs/notebooks.md).
 /// </summary>
 [TestFixture]
+[Category("Slow")]   // runs every notebook in Jupyter: left out by --filter "TestCategory!=Slow" (README)
 [NonParallelizable]
 public class NotebookTests
 {

@@ -20,6 +20,7 @@ namespace TorchHooks.Tests.Packaging;
 /// fallback folder only), so the test leaves nothing in the user's NuGet cache.
 /// </summary>
 [TestFixture]
+[Category("Slow")]   // packs and builds users' projects: left out by --filter "TestCategory!=Slow" (README)
 [NonParallelizable]
 public class ConsumerTests
 {

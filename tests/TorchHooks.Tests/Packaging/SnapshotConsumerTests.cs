@@ -20,6 +20,7 @@ namespace TorchHooks.Tests.Packaging;
 /// NuGet restores into a private packages folder (the user's cache is only a fallback folder).
 /// </summary>
 [TestFixture]
+[Category("Slow")]   // packs, builds and tests a user's NUnit project: left out by --filter "TestCategory!=Slow" (README)
 [NonParallelizable]
 public class SnapshotConsumerTests
 {
