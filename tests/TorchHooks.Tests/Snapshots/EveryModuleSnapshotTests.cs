@@ -16,25 +16,8 @@ namespace TorchHooks.Tests.Snapshots
     /// non-tensor arguments as values (every signature of the model's tree is hooked); the compact diff lists the
     /// snapshot's row before this run's.
     /// </summary>
-    [TestFixture]
-    public class EveryModuleSnapshotTests
+    public partial class SnapshotTests
     {
-        private string _dir = null!;
-
-        [SetUp]
-        public void CreateFolder()
-        {
-            _dir = Path.Combine(Path.GetTempPath(), $"torchhooks-snapshots-{Guid.NewGuid():N}");
-            Directory.CreateDirectory(_dir);
-        }
-
-        [TearDown]
-        public void DeleteFolder()
-        {
-            ModuleHooks.RemoveAll();
-            try { Directory.Delete(_dir, recursive: true); } catch (IOException) { }
-        }
-
         /// <summary>A block with self-attention (MultiheadAttention: query, key, value, mask, need_weights, attn_mask) and a projection.</summary>
         private sealed class MhaBlock : nn.Module<Tensor, Tensor>
         {
@@ -66,21 +49,6 @@ namespace TorchHooks.Tests.Snapshots
 
         /// <summary>(L, N, E) = (3, 2, 8), large enough that attention is not near-uniform (so the head count shows in the outputs).</summary>
         private static Tensor Input() => (cos(arange(3 * 2 * 8, dtype: float32) * 0.7) * 20).reshape(3, 2, 8);
-
-        private SnapshotConstraint Snap(string name, Tensor x)
-        {
-            var c = Matches.Snapshot(name, x).In(_dir);
-            c.Environment = _ => null;
-            return c;
-        }
-
-        private static (bool Success, string Message) Apply(SnapshotConstraint c, object model)
-        {
-            var result = c.ApplyTo(model);
-            var writer = new TextMessageWriter();
-            result.WriteMessageTo(writer);
-            return (result.IsSuccess, writer.ToString());
-        }
 
         [Test, Description("MultiheadAttention is recorded, its bool and null arguments as values, its tuple output fingerprinted; nothing is listed as unrecorded")]
         public void MultiheadAttention_is_recorded_with_its_non_tensor_arguments_as_values()
