@@ -25,6 +25,8 @@ namespace TorchHooks.Benchmarks
     ///       torch.profiler through benchmarks/pytorch_hook_cost.py --serve-profiler (TracingPaired.cs).
     ///   ... -- --tracing-probe
     ///       What each sub-step of recording a module call costs (TracingProbe.cs).
+    ///   ... -- --model-hook-probe [rounds]
+    ///       Call-path hooks (ModelHook) unattached, attached-and-removed, attached; paired rounds (ModelHookBenchmarks.cs).
     ///   ... -- --filter '*Dispatch*'   (or any other BenchmarkDotNet command line)
     ///       Ad hoc: BenchmarkDotNet's own switcher, in-process by default.
     /// </summary>
@@ -34,6 +36,8 @@ namespace TorchHooks.Benchmarks
         {
             if (args.Contains("--hook-probe"))
                 return HookProbe.Run(args);
+            if (args.Contains("--model-hook-probe"))
+                return ModelHookProbe.Run(args);
             if (args.Contains("--wrap-probe"))
                 return WrapProbe.Run();
             if (args.Contains("--backward-probe"))

@@ -11,7 +11,7 @@ namespace TorchHooks.Benchmarks
     /// 1x8 input, no grad, one intra-op thread) — the model benchmarks/pytorch_hook_cost.py profiles with
     /// torch.profiler. Cases: tracing off (no tracer, no listener: the fast path), a <see cref="ModuleTracer"/>
     /// recording everything (shapes, dtypes, devices, grad flags, training, autocast), one recording calls only
-    /// (<see cref="TraceOptions.RecordTensors"/> off), an OpenTelemetry-style <see cref="ActivityListener"/> that
+    /// (<see cref="TracerOptions.RecordTensors"/> off), an OpenTelemetry-style <see cref="ActivityListener"/> that
     /// samples every span with all data (what the OpenTelemetry SDK does with AlwaysOnSampler), and an activation
     /// cache of every module's output. Per module call = (case − off) / 9.
     /// Run: <c>dotnet run -c Release --project benchmarks/TorchHooks.Benchmarks -- --filter '*TracingBenchmarks*'</c>
@@ -39,10 +39,10 @@ namespace TorchHooks.Benchmarks
         [GlobalSetup(Target = nameof(Off))] public void SetupOff() => Setup();
 
         [GlobalSetup(Target = nameof(Tracer))]
-        public void SetupTracer() { Setup(); _tracer = _facade.Trace(new TraceOptions { MaxCalls = 10_000_000 }); }
+        public void SetupTracer() { Setup(); _tracer = _facade.Trace(new TracerOptions { MaxCalls = 10_000_000 }); }
 
         [GlobalSetup(Target = nameof(TracerNoTensors))]
-        public void SetupTracerNoTensors() { Setup(); _tracer = _facade.Trace(new TraceOptions { MaxCalls = 10_000_000, RecordTensors = false }); }
+        public void SetupTracerNoTensors() { Setup(); _tracer = _facade.Trace(new TracerOptions { MaxCalls = 10_000_000, RecordTensors = false }); }
 
         [GlobalSetup(Target = nameof(OpenTelemetrySpans))]
         public void SetupListener()

@@ -94,8 +94,8 @@ namespace TorchHooks.Benchmarks
             {
                 ("off", "untraced (no tracer, no listener: the fast path)", () => null),
                 ("callpath", "call path only (a listener that samples nothing)", () => Listener(ActivitySamplingResult.None)),
-                ("tracer", "`ModuleTracer`, tensor details recorded (default)", () => facade.Trace(new TraceOptions { MaxCalls = 10_000_000 })),
-                ("tracer.notensors", "`ModuleTracer`, `RecordTensors = false`", () => facade.Trace(new TraceOptions { MaxCalls = 10_000_000, RecordTensors = false })),
+                ("tracer", "`ModuleTracer`, tensor details recorded (default)", () => facade.Trace(new TracerOptions { MaxCalls = 10_000_000 })),
+                ("tracer.notensors", "`ModuleTracer`, `RecordTensors = false`", () => facade.Trace(new TracerOptions { MaxCalls = 10_000_000, RecordTensors = false })),
                 ("otel", "OpenTelemetry spans (listener sampling all data)", () => Listener(ActivitySamplingResult.AllDataAndRecorded)),
                 ("cache", "`ActivationCache` of every output (`Clone = false`)", () => facade.CacheActivations(new CacheOptions { Clone = false })),
             };

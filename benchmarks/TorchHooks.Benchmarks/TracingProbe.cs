@@ -29,9 +29,9 @@ namespace TorchHooks.Benchmarks
             long sink = 0;
             var frame = new CallFrame { Node = node, CallIndex = 0 };
             using var y = ((TorchSharp.Modules.Linear)lin).call(x);
-            var withTensors = ModuleTracer.Start(new TraceOptions { MaxCalls = int.MaxValue });
+            var withTensors = ModuleTracer.Start(new TracerOptions { MaxCalls = int.MaxValue });
             withTensors.Stop();
-            var noTensors = ModuleTracer.Start(new TraceOptions { MaxCalls = int.MaxValue, RecordTensors = false });
+            var noTensors = ModuleTracer.Start(new TracerOptions { MaxCalls = int.MaxValue, RecordTensors = false });
             noTensors.Stop();
             var store = new TraceStore(0);
             int k = 0;
@@ -51,8 +51,8 @@ namespace TorchHooks.Benchmarks
                 ("new TensorInfo(x)", () => sink += new TensorInfo(x).DeviceIndex),
                 ("TensorNative.Read (direct, no GC transition)", () => { Span<long> sz = stackalloc long[TensorNative.MaxRank]; TensorNative.Read(x, out var info, sz); sink += info.Rank + sz[0]; }),
                 ("TraceStore.Describe(x) (new store per 20,000)", () => { store.Describe(x, out var at, out var c); sink += c; if (++k == 20_000) { k = 0; store = new TraceStore(0); } }),
-                ("ModuleTracer Begin+End, tensors (new trace per 20,000)", () => { var t = withTensors.Begin(frame, x, -1, 1); withTensors.End(t, y, 2, false); if (++k == 20_000) { k = 0; withTensors = ModuleTracer.Start(new TraceOptions { MaxCalls = int.MaxValue }); withTensors.Stop(); } }),
-                ("ModuleTracer Begin+End, no tensors (new trace per 20,000)", () => { var t = noTensors.Begin(frame, x, -1, 1); noTensors.End(t, y, 2, false); if (++k == 20_000) { k = 0; noTensors = ModuleTracer.Start(new TraceOptions { MaxCalls = int.MaxValue, RecordTensors = false }); noTensors.Stop(); } }),
+                ("ModuleTracer Begin+End, tensors (new trace per 20,000)", () => { var t = withTensors.Begin(frame, x, -1, 1); withTensors.End(t, y, 2, false); if (++k == 20_000) { k = 0; withTensors = ModuleTracer.Start(new TracerOptions { MaxCalls = int.MaxValue }); withTensors.Stop(); } }),
+                ("ModuleTracer Begin+End, no tensors (new trace per 20,000)", () => { var t = noTensors.Begin(frame, x, -1, 1); noTensors.End(t, y, 2, false); if (++k == 20_000) { k = 0; noTensors = ModuleTracer.Start(new TracerOptions { MaxCalls = int.MaxValue, RecordTensors = false }); noTensors.Stop(); } }),
                 ("ModuleTracer.Wants (model's tree)", () => sink += withTensors.Wants(node) ? 1 : 0),
                 ("lock + List.Add", () => { lock (gate) { list.Add(gate); if (list.Count > 10000) list.Clear(); } }),
             };

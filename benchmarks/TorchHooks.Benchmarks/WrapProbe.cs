@@ -72,7 +72,7 @@ namespace TorchHooks.Benchmarks
                 var m4 = Models.DeepModel();
                 var l4 = m4.named_modules().Select(p => p.module).ToList();
                 sw.Restart();
-                foreach (var m in l4) new HookPointOf<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor>(m, "", "", static _ => { });
+                foreach (var m in l4) new SignatureNode<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor>(m, "", "", static _ => { });
                 var tPoint = sw.Elapsed.TotalMicroseconds;
                 if (round >= 25) Console.WriteLine($"  201 Guid strings {tGuid:F0} us; 201 HookPoints {tPoint:F0} us");
                 if (round >= 25) Console.WriteLine($"named_modules {tNamed:F0} us; create 201 hook points {tInstall:F0} us; attach the dispatchers to them (arming) {tAttach:F0} us; WithHooks {tWrap:F0} us; 201 TorchSharp pre-hook registrations {tReg:F0} us");

@@ -284,23 +284,23 @@ namespace TorchHooks.Generators
             /// type arguments: <c>m.At(model.attn).register_forward_hook((mod, {{a.Inputs}}, y) =&gt; null)</c>.
             /// Get one with <see cref="ModuleExtensions.At{{"{"}}{{a.Types}}, TResult{{"}"}}(IHookedModule, {{a.Module.Replace("<", "{").Replace(">", "}")}})"/>.
             /// </summary>
-            public sealed class HookPoint<{{a.Types}}, TResult>
+            public sealed class TypedHookPoint<{{a.Types}}, TResult>
             {
-                internal HookPoint(HookPoint point) { Point = point; }
+                internal TypedHookPoint(HookPoint hookPoint) { HookPoint = hookPoint; }
 
-                /// <summary>The module's hook point (path, module, hook counts, precision).</summary>
-                public HookPoint Point { get; }
+                /// <summary>The module's hook point, untyped (path, module, hook counts, precision, every other registration).</summary>
+                public HookPoint HookPoint { get; }
 
                 /// <summary>Registers a forward pre-hook: <c>hook(module, {{a.Inputs}})</c>; return null to keep the input or a value to replace it.</summary>
                 public RemovableHandle register_forward_pre_hook(ForwardPreHook<{{a.Types}}> hook, bool prepend = false)
-                    => Point.register_forward_pre_hook<{{a.Types}}>(hook, prepend);
+                    => HookPoint.register_forward_pre_hook<{{a.Types}}>(hook, prepend);
 
                 /// <summary>Registers a forward hook: <c>hook(module, {{a.Inputs}}, output)</c>; return null to keep the output or a value to replace it.</summary>
                 public RemovableHandle register_forward_hook(ForwardHook<{{a.Types}}, TResult> hook, bool prepend = false, bool always_call = false)
-                    => Point.register_forward_hook<{{a.Types}}, TResult>(hook, prepend, always_call);
+                    => HookPoint.register_forward_hook<{{a.Types}}, TResult>(hook, prepend, always_call);
 
                 /// <inheritdoc />
-                public override string ToString() => Point.ToString();
+                public override string ToString() => HookPoint.ToString();
             }
             """;
 
@@ -310,17 +310,17 @@ namespace TorchHooks.Generators
                 /// lambdas registered there take their types from the module, e.g. <c>m.At(model.attn).register_forward_hook((mod, {{a.Inputs}}, y) =&gt; null)</c>.
                 /// </summary>
                 /// <exception cref="ArgumentException"><paramref name="module"/> is not part of the wrapped tree.</exception>
-                public static HookPoint<{{a.Types}}, TResult> At<{{a.Types}}, TResult>(this IHookedModule model, {{a.Module}} module)
+                public static TypedHookPoint<{{a.Types}}, TResult> At<{{a.Types}}, TResult>(this IHookedModule model, {{a.Module}} module)
                     => new((model ?? throw new ArgumentNullException(nameof(model), "Call At(...) on a facade from WithHooks().")).Tree.PointOf(module));
             """;
 
         private static string Installer(Arity a) => $$"""
                 private static HookPoint Create{{a.N}}<{{a.Types}}, TResult>(nn.Module module, string path, string signature, Action<HookPoint> attach)
-                    => new HookPointOf<{{a.InputType}}, TResult>(module, path, signature, attach);
+                    => new SignatureNode<{{a.InputType}}, TResult>(module, path, signature, attach);
 
                 private static void Attach{{a.N}}<{{a.Types}}, TResult>(HookPoint point)
                 {
-                    var p = (HookPointOf<{{a.InputType}}, TResult>)point;
+                    var p = (SignatureNode<{{a.InputType}}, TResult>)point;
                     HookDictionaries.Attach<Func<{{a.Module}}, {{a.Types}}, {{(a.N == 1 ? "T" : a.InputType + "?")}}>, Func<{{a.Module}}, {{a.Types}}, TResult, TResult>>(p.Module,
                         (mod, {{a.Inputs}}) => p.IsActive || CallPath.ActiveEverywhere || CallStack.HasFrames ? p.Pre({{a.InputValue}}) : {{a.InputValue}},   // (mod is p.Module)
                         (mod, {{a.Inputs}}, y) => CallStack.Frames is { } stack ? p.Post(stack, {{a.InputValue}}, y) : y);

@@ -165,7 +165,7 @@ namespace TorchHooks
             s_hasKept = false;
         }
 
-        /// <summary>Forgets this thread's mode: its next outermost region runs in PyTorch mode (tests; <c>ThreadState.Reset</c>).</summary>
+        /// <summary>Forgets this thread's mode: its next outermost region runs in PyTorch mode (tests; <c>ThreadCallState.Reset</c>).</summary>
         internal static void ResetThread()
         {
             t_nextGated = false;

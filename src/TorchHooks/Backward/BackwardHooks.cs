@@ -67,8 +67,8 @@ namespace TorchHooks
     // Global backward hooks (PyTorch's torch.nn.modules.module.register_module_full_backward_*_hook).
     public static partial class ModuleHooks
     {
-        internal static readonly HookList BackwardPre = new(CallPath.RecomputeEverywhere);
-        internal static readonly HookList Backward = new(CallPath.RecomputeEverywhere);
+        internal static readonly HookList BackwardPre = HookList.Global("backward pre-hooks", 300);
+        internal static readonly HookList Backward = HookList.Global("full backward hooks", 400);
 
         /// <summary>
         /// Registers a global full backward hook: it runs for every module call of every wrapped tree, whatever the

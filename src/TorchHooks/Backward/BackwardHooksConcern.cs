@@ -19,12 +19,12 @@ namespace TorchHooks
     /// <remarks>
     /// <para>A new <see cref="BackwardCall"/> per call, as PyTorch's new <c>BackwardHook</c> per call: a module called
     /// twice fires twice, independently. The hook lists are snapshotted when the call begins.</para>
-    /// <para>Backward timings and gradients for the tracing concern: while a tracer that records backward timings
-    /// (<see cref="TraceOptions.Backward"/>) or a cache of gradients (<see cref="CacheOptions.Gradients"/>) is open,
-    /// the concern also wraps the calls of the modules they want, hooks or not; it hands each module's grad_output to
-    /// <see cref="TracingConcern.RecordGradients"/> at its output node and its backward — from its output node to its
-    /// input node — to <see cref="TracingConcern.RecordBackward"/>. With neither open nothing changes: only modules
-    /// with backward hooks are wrapped.</para>
+    /// <para>Backward timings and gradients for observers: while an observer is subscribed to the seam's route
+    /// (<see cref="BackwardEvents"/>; e.g. a tracer that records backward timings), the concern also wraps the calls
+    /// of the modules it wants, hooks or not; it publishes each module's grad_output at its output node
+    /// (<see cref="BackwardEvents.Gradients"/>) and its backward — from its output node to its input node — to
+    /// <see cref="BackwardEvents.Backward"/>. With no observer nothing changes: only modules with backward hooks are
+    /// wrapped.</para>
     /// </remarks>
     internal sealed class BackwardHooksConcern : CallConcern
     {
@@ -32,7 +32,7 @@ namespace TorchHooks
 
         public override bool IsActiveFor(HookPoint node) => node.BackwardPreHookCount > 0 || node.BackwardHookCount > 0;
 
-        public override bool IsActiveEverywhere => ModuleHooks.BackwardPre.Count > 0 || ModuleHooks.Backward.Count > 0 || TracingConcern.BackwardRequested;
+        public override bool IsActiveEverywhere => ModuleHooks.BackwardPre.Count > 0 || ModuleHooks.Backward.Count > 0 || BackwardEvents.Requested;
 
         public override CallSteps<TArgs, TResult> Steps<TArgs, TResult>() => new Typed<TArgs, TResult>();
 
@@ -94,7 +94,7 @@ namespace TorchHooks
                                 t.Dispose();
                     }
                 }
-                else if (call.HasHooks)   // a call wrapped only for a tracer's backward timings warns nobody
+                else if (call.HasHooks)   // a call wrapped only for a backward observer warns nobody
                 {
                     BackwardCall.WarnNotTensorOutput(frame.Node, typeof(TResult));
                 }
@@ -172,7 +172,7 @@ namespace TorchHooks
         private readonly HookEntry[] _pre;
         private readonly HookEntry[] _full;
         private readonly int _callIndex;
-        /// <summary>Whether a tracer records this call's backward timing or a cache its gradients; when the output node ran (Stopwatch timestamp).</summary>
+        /// <summary>Whether an observer of <see cref="BackwardEvents"/> wants this call's backward; when the output node ran (Stopwatch timestamp).</summary>
         private readonly bool _observed;
         private long _backwardStart;
         private Tensor?[]? _gradOutputs;
@@ -195,14 +195,14 @@ namespace TorchHooks
         }
 
         /// <summary>
-        /// The call's hooks, global before local, and whether a tracer times its backward or a cache takes its gradients;
-        /// null when there are no hooks (removed since the flags were computed) and neither wants this module.
+        /// The call's hooks, global before local, and whether an observer of <see cref="BackwardEvents"/> wants its backward;
+        /// null when there are no hooks (removed since the flags were computed) and no observer wants this module.
         /// </summary>
         public static BackwardCall? Create(HookPoint node, torch.nn.Module module, int callIndex)
         {
             var pre = Concat(ModuleHooks.BackwardPre.Snapshot, node.BackwardPre.Snapshot);
             var full = Concat(ModuleHooks.Backward.Snapshot, node.Backward.Snapshot);
-            bool observed = TracingConcern.BackwardRequested && TracingConcern.WantsBackward(node) && torch.is_grad_enabled();
+            bool observed = BackwardEvents.Requested && BackwardEvents.Wants(node) && torch.is_grad_enabled();
             return pre.Length + full.Length == 0 && !observed ? null : new BackwardCall(node, module, pre, full, callIndex, observed);
         }
 
@@ -216,7 +216,7 @@ namespace TorchHooks
             return all;
         }
 
-        /// <summary>Whether the call has backward hooks (else it is wrapped only for a tracer's backward timings).</summary>
+        /// <summary>Whether the call has backward hooks (else it is wrapped only for a backward observer).</summary>
         public bool HasHooks => _pre.Length + _full.Length > 0;
 
         public void RecordNoGradInputs(object?[] items)
@@ -251,7 +251,7 @@ namespace TorchHooks
                     gradOutputs = Copy(replaced);
                 }
             }
-            if (_observed) TracingConcern.RecordGradients(_node, _callIndex, gradOutputs);   // activation caches with Gradients
+            if (_observed) BackwardEvents.Gradients(_node, _callIndex, gradOutputs);   // e.g. activation caches with Gradients
             if (InputIndex is null)
             {
                 var none = new Tensor?[InputCount];
@@ -301,7 +301,7 @@ namespace TorchHooks
                 }
             }
             if (_observed && _backwardStart != 0)
-                TracingConcern.RecordBackward(_node, _callIndex, _backwardStart, Stopwatch.GetTimestamp(), gradInputs, gradOutputs);
+                BackwardEvents.Backward(_node, _callIndex, _backwardStart, Stopwatch.GetTimestamp(), gradInputs, gradOutputs);
             return Gather(gradInputs, InputIndex!);
         }
 

@@ -1,19 +1,23 @@
 using System;
 using System.Collections.Generic;
+using TorchSharp;
 
 namespace TorchHooks
 {
     /// <summary>
-    /// One concern on the module call path — forward hooks, per-module precision, and next backward hooks and
-    /// tracing. TorchSharp's sealed <c>call</c> gives TorchHooks a pre/post pair around <c>forward</c>, not a
-    /// wrapper, so a concern is split-phase, like ASP.NET Core's <c>IActionFilter</c>: it acts on the way in
+    /// One concern on the module call path (forward hooks, precision, backward hooks, tracing, ...). TorchSharp's
+    /// sealed <c>call</c> gives TorchHooks a pre/post pair around <c>forward</c>, not a wrapper, so a concern is
+    /// split-phase, like ASP.NET Core's <c>IActionFilter</c>: it acts on the way in
     /// (<see cref="CallSteps{TArgs,TResult}.In"/>), on the way out (<see cref="CallSteps{TArgs,TResult}.Out"/>)
-    /// and when the call fails (<see cref="CallSteps{TArgs,TResult}.Failed"/>).
+    /// and when the call fails (<see cref="CallSteps{TArgs,TResult}.Failed"/>); optionally also when the outermost
+    /// facade call on a thread begins and ends (<see cref="OuterCallBegins"/>, <see cref="OuterCallEnds"/>).
     /// </summary>
     /// <remarks>
-    /// <para>A concern is one file plus one line in <see cref="CallPath.Concerns"/>; that line says where its
-    /// way-in and way-out steps run (<see cref="WayIn"/>, <see cref="WayOut"/>). Example:
-    /// <c>Precision/Precision.cs</c>.</para>
+    /// <para>Adding a concern: its own file(s) and one line in <see cref="CallPath.Concerns"/>; that line says where
+    /// its way-in and way-out steps run (two numbers on the scale in <see cref="ConcernEntry"/>). A concern never
+    /// names another concern: what one needs from another goes through the seam — the facade-call steps here,
+    /// <see cref="BackwardEvents"/> for gradients and backward timings, <see cref="CallFrame"/> for the call.
+    /// Example: <c>Precision/Precision.cs</c>. docs/hooks.md, "Adding a concern", walks through it.</para>
     /// <para>The fast path: a call is skipped entirely (no frame, no step runs) unless some concern
     /// <see cref="IsActiveFor"/> the module or <see cref="IsActiveEverywhere"/>. Those two are asked only when
     /// a concern's state changes (it calls <see cref="HookPoint.Recompute"/> or
@@ -26,7 +30,9 @@ namespace TorchHooks
     /// (<c>Precision/Precision.cs</c>: <c>SetPrecision</c>); call <see cref="HookPoint.Recompute"/> when it
     /// changes. A <see cref="HookList"/> needs the node's callback, so create it lazily:
     /// <c>HookList Backward =&gt; _backward ?? Interlocked.CompareExchange(ref _backward, new HookList(Recompute), null) ?? _backward!;</c>.
-    /// Global state (global hooks, tracing switched on) calls <see cref="CallPath.RecomputeEverywhere"/>.</para>
+    /// Global hook lists are made with <see cref="HookList.Global"/>, which registers the kind, so
+    /// <c>ModuleHooks.Handles</c>/<c>RemoveAll</c> see it. Global state (global hooks, tracing switched on) calls
+    /// <see cref="CallPath.RecomputeEverywhere"/>.</para>
     /// <para>Registration must not add an overload per arity: take inputs and gradients as the module's
     /// <c>TArgs</c> (a tuple) or as a list, as PyTorch's tuples; typed-per-arity sugar, if any, belongs in the
     /// generated family (src/TorchHooks.Generators).</para>
@@ -48,6 +54,18 @@ namespace TorchHooks
         /// <see cref="CallPath{TArgs,TResult}"/> is first used for it.
         /// </summary>
         public abstract CallSteps<TArgs, TResult> Steps<TArgs, TResult>();
+
+        /// <summary>
+        /// The outermost facade call on this thread begins (before any module call of it): e.g. re-read an outside
+        /// switch once per call, open a gate for the duration of the call. Return true to have
+        /// <see cref="OuterCallEnds"/> run when that facade call ends. Runs only for concerns that override it (found
+        /// once); keep it cheap, it runs on every facade call. May throw: the concerns begun before it are ended.
+        /// </summary>
+        /// <param name="root">The wrapped model (the facade's inner module).</param>
+        public virtual bool OuterCallBegins(torch.nn.Module root) => false;
+
+        /// <summary>The outermost facade call whose <see cref="OuterCallBegins"/> returned true has ended (returned or threw). Never throw.</summary>
+        public virtual void OuterCallEnds() { }
     }
 
     /// <summary>
@@ -84,31 +102,36 @@ namespace TorchHooks
     }
 
     /// <summary>
-    /// The steps on the way in, in PyTorch's order (<c>Module._call_impl</c>). Every step has a place here,
-    /// whether its concern exists yet or not; <see cref="CallPath.Concerns"/> puts each concern at one.
+    /// One line of <see cref="CallPath.Concerns"/>: a concern and its places on the way in and on the way out.
+    /// Places are numbers on one scale per direction (lower runs first); the concerns' places, in PyTorch's order
+    /// (<c>Module._call_impl</c>), with room between them for more:
+    /// <code>
+    ///   way in                                              way out (and failure)
+    ///   100  tracing: the call begins                       100  precision: the region closes
+    ///   200  forward pre-hooks (global, then local)         200  call-path hooks: post_forward (Accelerate, inside forward)
+    ///   300  backward hooks wrap the inputs                 300  forward hooks (global, then local)
+    ///   400  call-path hooks: pre_forward (inside forward)  400  backward hooks wrap the outputs
+    ///   500  precision: the region opens (innermost)        900  tracing: the call ends (outermost)
+    /// </code>
+    /// A concern with steps at the outermost facade call only (<see cref="CallConcern.OuterCallBegins"/>) and none
+    /// per module call takes <see cref="NoPlace"/> for both.
     /// </summary>
-    internal enum WayIn
+    internal readonly struct ConcernEntry
     {
-        /// <summary>Tracing: the call begins (outermost; slot for the tracing concern).</summary>
-        Tracing,
-        /// <summary>Forward pre-hooks, global then local.</summary>
-        ForwardPreHooks,
-        /// <summary>Backward hooks wrap the inputs (after the pre-hooks; slot for the backward-hooks concern).</summary>
-        BackwardInputWrap,
-        /// <summary>Precision: the module's autocast region opens around forward only (innermost).</summary>
-        Precision,
-    }
+        /// <summary>No steps on module calls (the concern acts at facade-call begin/end only, and is never active for a module).</summary>
+        public const int NoPlace = 0;
 
-    /// <summary>The steps on the way out (and, in the same order, on failure), in PyTorch's order.</summary>
-    internal enum WayOut
-    {
-        /// <summary>Precision: the region closes (innermost).</summary>
-        Precision,
-        /// <summary>Forward hooks, global then local.</summary>
-        ForwardHooks,
-        /// <summary>Backward hooks wrap the outputs (after the forward hooks; slot for the backward-hooks concern).</summary>
-        BackwardOutputWrap,
-        /// <summary>Tracing: the call ends (outermost; slot for the tracing concern).</summary>
-        Tracing,
+        public ConcernEntry(CallConcern concern, int wayIn, int wayOut)
+        {
+            Concern = concern ?? throw new ArgumentNullException(nameof(concern));
+            In = wayIn;
+            Out = wayOut;
+        }
+
+        public CallConcern Concern { get; }
+        /// <summary>Its place on the way in (lower runs first).</summary>
+        public int In { get; }
+        /// <summary>Its place on the way out and on failure (lower runs first).</summary>
+        public int Out { get; }
     }
 }

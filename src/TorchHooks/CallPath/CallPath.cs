@@ -13,15 +13,19 @@ namespace TorchHooks
     /// TorchHooks installs exactly one pre-hook and one post-hook on every module of a wrapped tree
     /// (<see cref="Dispatchers"/>), so every call that goes through <c>call</c> — from a facade,
     /// <c>Sequential</c>, a <c>ModuleList</c> loop or custom forward code — reaches this file. Each concern
-    /// on the path (forward hooks, precision; next backward hooks and tracing) is a <see cref="CallConcern"/>
-    /// listed in <see cref="Concerns"/> with the step it takes on the way in and on the way out:
+    /// on the path is a <see cref="CallConcern"/> listed in <see cref="Concerns"/>, one line each, with its
+    /// place on the way in and on the way out (the scale: <see cref="ConcernEntry"/>):
     ///
+    ///   facade    the outermost facade call on the thread begins: the concerns' OuterCallBegins steps
+    ///             (<see cref="FacadeCall"/>); it ends: their OuterCallEnds steps
     ///   way in    fast path: no concern active for the module, none everywhere → return at once
-    ///             a frame is pushed (call index, per-call state), then the in-steps in <see cref="WayIn"/> order:
-    ///               tracing → forward pre-hooks (global, then local) → backward input wrap → precision region opens
+    ///             a frame is pushed (call index, per-call state), then the in-steps in way-in order:
+    ///               tracing → forward pre-hooks (global, then local) → backward input wrap → call-path hooks'
+    ///               pre_forward → precision region opens
     ///   (TorchSharp runs forward)
-    ///   way out   the out-steps in <see cref="WayOut"/> order:
-    ///               precision region closes → forward hooks (global, then local) → backward output wrap → tracing
+    ///   way out   the out-steps in way-out order:
+    ///               precision region closes → call-path hooks' post_forward → forward hooks (global, then local)
+    ///               → backward output wrap → tracing
     ///   failure   forward, a pre-hook or a forward hook threw: every concern's Failed step, in way-out order
     ///             (precision closes its region, the always_call forward hooks that have not run yet run);
     ///             their own exceptions are collected, not thrown; the original exception propagates unchanged.
@@ -34,20 +38,65 @@ namespace TorchHooks
     internal static class CallPath
     {
         /// <summary>
-        /// Every concern on the call path, one line each, with where it acts on the way in and on the way out
-        /// (the enums list all places in PyTorch's order). Adding a concern: its own file, and one line here.
+        /// Every concern on the call path, one line each: the concern, its place on the way in, its place on the way
+        /// out (lower runs first; the scale, with every place taken so far: <see cref="ConcernEntry"/>). Adding a
+        /// concern: its own file(s), and one line here.
         /// </summary>
-        internal static readonly (CallConcern Concern, WayIn In, WayOut Out)[] Concerns =
+        internal static readonly ConcernEntry[] Concerns =
         {
-            (TracingConcern.Instance,       WayIn.Tracing,           WayOut.Tracing),
-            (ForwardHooksConcern.Instance,  WayIn.ForwardPreHooks,   WayOut.ForwardHooks),
-            (PrecisionConcern.Instance,     WayIn.Precision,         WayOut.Precision),
-            (BackwardHooksConcern.Instance, WayIn.BackwardInputWrap, WayOut.BackwardOutputWrap),
+            //  the concern                          way in  way out
+            new(TracingConcern.Instance,              100,    900),
+            new(ForwardHooksConcern.Instance,         200,    300),
+            new(BackwardHooksConcern.Instance,        300,    400),
+            new(ModelHookConcern.Instance,            400,    200),
+            new(PrecisionConcern.Instance,            500,    100),
+            new(WeightCastConcern.Instance,           ConcernEntry.NoPlace, ConcernEntry.NoPlace),
         };
 
-        /// <summary>The concerns in way-in order, and in way-out (and failure) order.</summary>
-        internal static readonly CallConcern[] InOrder = Order(Concerns, e => (int)e.In);
-        internal static readonly CallConcern[] OutOrder = Order(Concerns, e => (int)e.Out);
+        /// <summary>The concerns with steps on module calls, in way-in order, and in way-out (and failure) order.</summary>
+        internal static readonly CallConcern[] InOrder = Order(Concerns, e => e.In);
+        internal static readonly CallConcern[] OutOrder = Order(Concerns, e => e.Out);
+
+        /// <summary>The concerns with steps at the outermost facade call (they override <see cref="CallConcern.OuterCallBegins"/>), in list order.</summary>
+        private static readonly CallConcern[] s_outer = Array.FindAll(Array.ConvertAll(Concerns, e => e.Concern), HasOuterSteps);
+
+        /// <summary>
+        /// The outermost facade call on this thread begins: every concern's <see cref="CallConcern.OuterCallBegins"/>.
+        /// Returns the concerns to end (bit <see cref="CallConcern.Slot"/> of each), for <see cref="OuterCallEnds"/>.
+        /// If one throws, the ones begun are ended and the exception propagates.
+        /// </summary>
+        internal static int OuterCallBegins(torch.nn.Module root)
+        {
+            int begun = 0;
+            var outer = s_outer;
+            try
+            {
+                for (int i = 0; i < outer.Length; i++)
+                    if (outer[i].OuterCallBegins(root)) begun |= 1 << outer[i].Slot;
+            }
+            catch
+            {
+                OuterCallEnds(begun);
+                throw;
+            }
+            return begun;
+        }
+
+        /// <summary>The outermost facade call ended: <see cref="CallConcern.OuterCallEnds"/> of the concerns in <paramref name="begun"/>, in reverse order.</summary>
+        internal static void OuterCallEnds(int begun)
+        {
+            if (begun == 0) return;
+            var outer = s_outer;
+            for (int i = outer.Length - 1; i >= 0; i--)
+            {
+                if ((begun & (1 << outer[i].Slot)) == 0) continue;
+                try { outer[i].OuterCallEnds(); }
+                catch (Exception e) { Trace.TraceWarning($"TorchHooks: {outer[i].GetType().Name}.OuterCallEnds threw (it must not): {e.GetType().Name}: {e.Message}"); }
+            }
+        }
+
+        private static bool HasOuterSteps(CallConcern concern)
+            => concern.GetType().GetMethod(nameof(CallConcern.OuterCallBegins))!.DeclaringType != typeof(CallConcern);
 
         private static volatile int s_activeEverywhere;
 
@@ -81,16 +130,21 @@ namespace TorchHooks
             return mask;
         }
 
-        private static CallConcern[] Order((CallConcern Concern, WayIn In, WayOut Out)[] list, Func<(CallConcern Concern, WayIn In, WayOut Out), int> place)
+        private static CallConcern[] Order(ConcernEntry[] list, Func<ConcernEntry, int> place)
         {
             if (list.Length > 31) throw new InvalidOperationException("At most 31 concerns: each has one bit in the active masks.");
-            for (int i = 0; i < list.Length; i++) list[i].Concern.Slot = i;
-            var sorted = ((CallConcern Concern, WayIn In, WayOut Out)[])list.Clone();
+            for (int i = 0; i < list.Length; i++)
+            {
+                list[i].Concern.Slot = i;
+                if ((list[i].In == ConcernEntry.NoPlace) != (list[i].Out == ConcernEntry.NoPlace))
+                    throw new InvalidOperationException($"{list[i].Concern.GetType().Name} has a place on one way only: give it both, or NoPlace for both.");
+            }
+            var sorted = Array.FindAll(list, e => place(e) != ConcernEntry.NoPlace);
             Array.Sort(sorted, (a, b) => place(a).CompareTo(place(b)));
             for (int i = 1; i < sorted.Length; i++)
                 if (place(sorted[i]) == place(sorted[i - 1]))
-                    throw new InvalidOperationException($"Two concerns take the same place on the call path: {sorted[i - 1].Item1.GetType().Name} and {sorted[i].Item1.GetType().Name}.");
-            return Array.ConvertAll(sorted, e => e.Item1);
+                    throw new InvalidOperationException($"Two concerns take the same place on the call path: {sorted[i - 1].Concern.GetType().Name} and {sorted[i].Concern.GetType().Name}.");
+            return Array.ConvertAll(sorted, e => e.Concern);
         }
     }
 
@@ -99,7 +153,7 @@ namespace TorchHooks
     {
 
         /// <summary>The way in (the dispatcher's TorchSharp pre-hook).</summary>
-        public static TArgs BeforeForward(HookPointOf<TArgs, TResult> node, TArgs args)
+        public static TArgs BeforeForward(SignatureNode<TArgs, TResult> node, TArgs args)
         {
             var stack = CallStack.CurrentOrNull;
             var here = CallStack.Mark();
@@ -112,7 +166,7 @@ namespace TorchHooks
             if (active == 0) return args;
 
             stack ??= CallStack.Current;
-            if (stack.Count >= ThreadState.MaxCallDepth) throw TooDeep(node, stack.Count);
+            if (stack.Count >= ThreadCallState.MaxCallDepth) throw TooDeep(node, stack.Count);
             // Every 8th nesting level: 8 levels cannot use up the margin this check leaves (64 KB or more).
             if ((stack.Count & 7) == 7 && !RuntimeHelpers.TryEnsureSufficientExecutionStack()) throw StackLow(node, stack.Count);
 
@@ -132,7 +186,7 @@ namespace TorchHooks
         }
 
         /// <summary>The way out (the dispatcher's TorchSharp post-hook), when calls are under way on the thread (<paramref name="stack"/>).</summary>
-        public static TResult AfterForward(HookPointOf<TArgs, TResult> node, CallStack stack, TArgs args, TResult result)
+        public static TResult AfterForward(SignatureNode<TArgs, TResult> node, CallStack stack, TArgs args, TResult result)
         {
             // (The dispatcher comes here only while frames are open on the thread: CallStack.Frames.)
             int index = stack.Find(node);
@@ -154,7 +208,7 @@ namespace TorchHooks
         }
 
         /// <summary>The call failed: every concern's failure step, in way-out order.</summary>
-        public static void FinishFailedCall(HookPointOf<TArgs, TResult> node, CallFrame frame, List<Exception> suppressed)
+        public static void FinishFailedCall(SignatureNode<TArgs, TResult> node, CallFrame frame, List<Exception> suppressed)
         {
             var steps = node.Plan.Out(frame.Concerns);
             for (int i = 0; i < steps.Length; i++)
@@ -173,19 +227,19 @@ namespace TorchHooks
 
         private static InvalidOperationException TooDeep(HookPoint node, int depth)
             => new($"Module '{node.Path}' ({node.Module.GetType().Name}) was called {depth} hooked calls deep on this thread, " +
-                   $"the limit (ThreadState.MaxCallDepth = {ThreadState.MaxCallDepth}). A hook or forward that calls the model " +
+                   $"the limit (ThreadCallState.MaxCallDepth = {ThreadCallState.MaxCallDepth}). A hook or forward that calls the model " +
                    "again needs a bound (e.g. a flag that skips the nested call); unbounded, it would overflow the stack and end the process.");
 
         private static InsufficientExecutionStackException StackLow(HookPoint node, int depth)
             => new($"Module '{node.Path}' ({node.Module.GetType().Name}) was called {depth} hooked calls deep and this thread's stack " +
-                   $"is nearly exhausted (before ThreadState.MaxCallDepth = {ThreadState.MaxCallDepth}). A hook or forward that calls the " +
+                   $"is nearly exhausted (before ThreadCallState.MaxCallDepth = {ThreadCallState.MaxCallDepth}). A hook or forward that calls the " +
                    "model again needs a bound; or run the model on a thread with a larger stack.");
     }
 
     /// <summary>
     /// The concerns' steps for one signature, in way-in and way-out order, for each set of active concerns (a mask
     /// of <see cref="CallConcern.Slot"/> bits; built on first use), so a call runs exactly its active steps. Every
-    /// node of that signature holds it (<see cref="HookPointOf{TArgs,TResult}.Plan"/>), so the call path reads it
+    /// node of that signature holds it (<see cref="SignatureNode{TArgs,TResult}.Plan"/>), so the call path reads it
     /// through an instance field rather than a static field of a shared generic class (a helper call each).
     /// </summary>
     internal sealed class CallPlan<TArgs, TResult>

@@ -180,28 +180,18 @@ namespace TorchHooks
         /// <summary>The dispatchers' key in TorchSharp's hook dictionaries.</summary>
         public const string Key = "TorchHooks.Dispatch";
 
-        private static class Fields<TPre, TPost>
-        {
-            private const BindingFlags Flags = BindingFlags.Instance | BindingFlags.NonPublic;
-            public static readonly FieldInfo? Pre = typeof(HookableModule<TPre, TPost>).GetField("pre_hooks", Flags);
-            public static readonly FieldInfo? Post = typeof(HookableModule<TPre, TPost>).GetField("post_hooks", Flags);
-        }
-
-        /// <summary>Adds <paramref name="pre"/> and <paramref name="post"/> to <paramref name="module"/>'s typed hook dictionaries.</summary>
+        /// <summary>
+        /// Adds <paramref name="pre"/> and <paramref name="post"/> to <paramref name="module"/>'s typed hook dictionaries
+        /// (TorchSharp's internal fields, <see cref="TorchSharpInternals.HookDictionaries{TPre, TPost}"/>: a TorchSharp
+        /// without them throws, naming the field; TorchSharp's public registration is not safe against calls under way).
+        /// </summary>
         public static void Attach<TPre, TPost>(torch.nn.Module module, TPre pre, TPost post) where TPre : Delegate where TPost : Delegate
         {
             var hookable = (HookableModule<TPre, TPost>)module;
-            if (Fields<TPre, TPost>.Pre is { } preField && Fields<TPre, TPost>.Post is { } postField)
-            {
-                AddFirst(preField, hookable, pre);
-                AddFirst(postField, hookable, post);
-            }
-            else
-            {
-                // A TorchSharp without these fields: its public API (not safe against calls under way on other threads).
-                hookable.register_forward_pre_hook(pre);
-                hookable.register_forward_hook(post);
-            }
+            var preField = TorchSharpInternals.HookDictionaries<TPre, TPost>.Pre;
+            var postField = TorchSharpInternals.HookDictionaries<TPre, TPost>.Post;
+            AddFirst(preField, hookable, pre);
+            AddFirst(postField, hookable, post);
         }
 
         private static void AddFirst<THook>(FieldInfo field, object module, THook hook)

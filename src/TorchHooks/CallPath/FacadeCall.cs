@@ -6,8 +6,9 @@ using TorchSharp;
 namespace TorchHooks
 {
     /// <summary>
-    /// The bracket every facade's <c>forward</c> puts around the wrapped model's <c>call</c>: it starts a
-    /// new pass for call indices (outermost facade only); if the call throws, it finishes the failed module
+    /// The bracket every facade's <c>forward</c> puts around the wrapped model's <c>call</c>: the outermost facade
+    /// call on the thread starts a new pass for call indices and runs the concerns' outer-call steps
+    /// (<see cref="CallPath.OuterCallBegins"/> / <see cref="CallPath.OuterCallEnds"/>); if the call throws, it finishes the failed module
     /// calls above it (always_call hooks, precision regions) before the exception propagates; if it returns,
     /// it finishes the calls that threw inside it and were caught by user code without a hooked call after them.
     /// </summary>
@@ -15,22 +16,26 @@ namespace TorchHooks
     {
         private readonly CallStack _stack;
         private readonly int _mark;
-        private readonly bool _castGate;
+        private readonly int _outerSteps;
 
-        private FacadeCall(CallStack stack, int mark, bool castGate) { _stack = stack; _mark = mark; _castGate = castGate; }
+        private FacadeCall(CallStack stack, int mark, int outerSteps) { _stack = stack; _mark = mark; _outerSteps = outerSteps; }
 
-        /// <summary>Begins a facade call of <paramref name="root"/> (the wrapped model; its weight casts may be kept, <see cref="CastCache"/>) on this thread's <paramref name="stack"/>.</summary>
+        /// <summary>Begins a facade call of <paramref name="root"/> (the wrapped model) on this thread's <paramref name="stack"/>.</summary>
         public static FacadeCall Begin(CallStack stack, torch.nn.Module root)
         {
-            bool gate = false;
+            int outer = 0;
             if (stack.FacadeDepth++ == 0)
             {
                 stack.Pass++;
                 stack.LastReplacement = default;
-                if (AutocastStack.Depth != 0) gate = CastCache.FacadeBegin(root);
+                try { outer = CallPath.OuterCallBegins(root); }
+                catch
+                {
+                    stack.FacadeDepth--;
+                    throw;
+                }
             }
-            if (stack.FacadeDepth == 1) TracingConcern.CheckListeners();   // an OpenTelemetry listener added or removed since the last call
-            return new FacadeCall(stack, stack.Count, gate);
+            return new FacadeCall(stack, stack.Count, outer);
         }
 
         /// <summary>
@@ -61,7 +66,7 @@ namespace TorchHooks
             finally
             {
                 if (--_stack.FacadeDepth == 0 && _stack.Count == 0) _stack.EndPass();
-                if (_castGate) CastCache.FacadeEnd();
+                CallPath.OuterCallEnds(_outerSteps);
             }
             return explained;
         }

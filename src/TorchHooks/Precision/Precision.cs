@@ -174,7 +174,7 @@ namespace TorchHooks
         }
     }
 
-    // The precision policy's place on the per-module node (Tree/HookPoint.cs).
+    // The precision policy's place on the per-module node (ModuleTree/HookPoint.cs).
     public abstract partial class HookPoint
     {
         private PrecisionPolicy? _precision;

@@ -99,7 +99,7 @@ namespace TorchHooks
         {
             if (model is null) throw new ArgumentNullException(nameof(model), "Pass a facade from WithHooks().");
             if (run is null) throw new ArgumentNullException(nameof(run), "Pass the forward call to summarize, e.g. () => model.call(x).Dispose().");
-            using var tracer = model.Trace(new TraceOptions { Name = "summary", MaxCalls = 1_000_000 });
+            using var tracer = model.Trace(new TracerOptions { Name = "summary", MaxCalls = 1_000_000 });
             using (torch.no_grad()) run();
             tracer.Stop();
             return FromTrace(model, tracer);

@@ -9,7 +9,7 @@ using Tensor = TorchSharp.torch.Tensor;
 namespace TorchHooks
 {
     /// <summary>Which module calls a <see cref="ModuleTracer"/> records, and how many it keeps.</summary>
-    public sealed class TraceOptions
+    public sealed class TracerOptions
     {
         /// <summary>Record only calls of the modules for which this holds (it sees <see cref="HookPoint.Path"/>, <see cref="HookPoint.Module"/>); null: all.</summary>
         public Func<HookPoint, bool>? Filter { get; init; }
@@ -59,7 +59,7 @@ namespace TorchHooks
     /// <para>Calls are recorded as they begin (<see cref="ModuleCallRecord.Id"/> order) and completed when they end.
     /// Only calls that reach TorchHooks' call path are seen: modules of trees wrapped with <c>WithHooks()</c>,
     /// called through <c>call</c> (not <c>forward</c>).</para>
-    /// <para>Memory is bounded by <see cref="TraceOptions.MaxCalls"/>; no tensor is referenced. Opening a tracer
+    /// <para>Memory is bounded by <see cref="TracerOptions.MaxCalls"/>; no tensor is referenced. Opening a tracer
     /// makes every call of every wrapped model take the full call path until it is disposed.</para>
     /// </remarks>
     public sealed class ModuleTracer : IDisposable
@@ -74,9 +74,9 @@ namespace TorchHooks
         private readonly List<HookPoint> _nodes = new();                 // node table: CallEntry.Node - 1 indexes it
         private readonly Dictionary<HookPoint, int> _nodeIndex = new(ReferenceEqualityComparer.Instance);
 
-        private ModuleTracer(TraceOptions options, HashSet<HookPoint>? tree)
+        private ModuleTracer(TracerOptions options, HashSet<HookPoint>? tree)
         {
-            if (options.MaxCalls <= 0) throw new ArgumentOutOfRangeException(nameof(options), options.MaxCalls, "TraceOptions.MaxCalls must be at least 1 (it bounds the tracer's memory); the default is 100,000.");
+            if (options.MaxCalls <= 0) throw new ArgumentOutOfRangeException(nameof(options), options.MaxCalls, "TracerOptions.MaxCalls must be at least 1 (it bounds the tracer's memory); the default is 100,000.");
             _filter = options.Filter;
             _tree = tree;
             _max = options.MaxCalls;
@@ -90,13 +90,13 @@ namespace TorchHooks
         }
 
         /// <summary>Starts recording the module calls of every wrapped model (use <c>model.Trace()</c> for one model's).</summary>
-        public static ModuleTracer Start(TraceOptions? options = null) => new(options ?? new TraceOptions(), null);
+        public static ModuleTracer Start(TracerOptions? options = null) => new(options ?? new TracerOptions(), null);
 
         /// <summary>Starts recording the calls of the modules of <paramref name="model"/>'s tree.</summary>
-        internal static ModuleTracer Start(IHookedModule model, TraceOptions? options)
+        internal static ModuleTracer Start(IHookedModule model, TracerOptions? options)
         {
             if (model is null) throw new ArgumentNullException(nameof(model), "Call Trace() on a facade from WithHooks().");
-            return new ModuleTracer(options ?? new TraceOptions(), new HashSet<HookPoint>(model.Tree.HookPoints(), ReferenceEqualityComparer.Instance));
+            return new ModuleTracer(options ?? new TracerOptions(), new HashSet<HookPoint>(model.Tree.HookPoints(), ReferenceEqualityComparer.Instance));
         }
 
         /// <summary>The trace's name (the Chrome trace's process name).</summary>
@@ -108,10 +108,10 @@ namespace TorchHooks
         /// <summary>Whether calls are being recorded (until <see cref="Stop"/> or <see cref="Dispose"/>).</summary>
         public bool IsRecording => Volatile.Read(ref _recording) != 0;
 
-        /// <summary>Whether backward timings are recorded (<see cref="TraceOptions.Backward"/>).</summary>
+        /// <summary>Whether backward timings are recorded (<see cref="TracerOptions.Backward"/>).</summary>
         public bool RecordsBackward { get; }
 
-        /// <summary>How many calls were not recorded because <see cref="TraceOptions.MaxCalls"/> calls were kept already.</summary>
+        /// <summary>How many calls were not recorded because <see cref="TracerOptions.MaxCalls"/> calls were kept already.</summary>
         public int Dropped => (int)Math.Min(int.MaxValue, Math.Max(0, Volatile.Read(ref _store).Reserved - _max));
 
         /// <summary>The recorded calls, in the order they began (a snapshot; calls still running have no outputs or duration yet).</summary>
@@ -305,6 +305,6 @@ namespace TorchHooks
         /// Starts a <see cref="ModuleTracer"/> for the modules of this wrapped model:
         /// <c>using var trace = model.Trace(); model.call(x); trace.WriteChromeTrace("t.json");</c>.
         /// </summary>
-        public static ModuleTracer Trace(this IHookedModule model, TraceOptions? options = null) => ModuleTracer.Start(model, options);
+        public static ModuleTracer Trace(this IHookedModule model, TracerOptions? options = null) => ModuleTracer.Start(model, options);
     }
 }

@@ -34,12 +34,20 @@ namespace TorchHooks
         private static volatile CallObserver[] s_observers = Array.Empty<CallObserver>();
         private static volatile bool s_listening;
         private static volatile bool s_backward;
+        private static readonly BackwardObserver s_backwardObserver = new BackwardTimings();
 
         public override bool IsActiveFor(HookPoint node) => false;
 
         public override bool IsActiveEverywhere => s_tracers.Length > 0 || s_observers.Length > 0 || s_listening;
 
         public override CallSteps<TArgs, TResult> Steps<TArgs, TResult>() => new Typed<TArgs, TResult>();
+
+        /// <summary>The outermost facade call begins: an OpenTelemetry listener may have been added or removed since the last one.</summary>
+        public override bool OuterCallBegins(torch.nn.Module root)
+        {
+            CheckListeners();
+            return false;
+        }
 
         /// <summary>Re-reads whether an <c>ActivityListener</c> listens to TorchHooks' source; recomputes the fast path if that changed.</summary>
         internal static void CheckListeners()
@@ -67,6 +75,9 @@ namespace TorchHooks
                 foreach (var t in s_tracers) backward |= t.RecordsBackward;
                 foreach (var o in s_observers) backward |= o.CapturesGradients;
                 s_backward = backward;
+                // Backward timings and gradients come through the seam's observer route, from whichever concern wraps calls for backward.
+                if (backward) BackwardEvents.Add(s_backwardObserver);
+                else BackwardEvents.Remove(s_backwardObserver);
             }
             s_listening = Source.HasListeners();
             CallPath.RecomputeEverywhere();
@@ -94,11 +105,22 @@ namespace TorchHooks
         internal static int ObserverCount => s_tracers.Length + s_observers.Length;
 
         /// <summary>
-        /// Whether an open tracer records backward timings (<see cref="TraceOptions.Backward"/>) or a cache captures
-        /// gradients (<see cref="CacheOptions.Gradients"/>): the backward-hooks concern then wraps the calls of the
-        /// modules they want (<see cref="WantsBackward"/>), hooks or not.
+        /// Whether an open tracer records backward timings (<see cref="TracerOptions.Backward"/>) or a cache captures
+        /// gradients (<see cref="CacheOptions.Gradients"/>): the tracing concern is then subscribed to
+        /// <see cref="BackwardEvents"/>, for the modules they want (<see cref="WantsBackward"/>).
         /// </summary>
         internal static bool BackwardRequested => s_backward;
+
+        /// <summary>The tracing concern's subscription to the seam's backward route: feeds tracers' backward timings and caches' gradients.</summary>
+        private sealed class BackwardTimings : BackwardObserver
+        {
+            public override bool Wants(HookPoint node) => WantsBackward(node);
+
+            public override void Gradients(HookPoint node, int callIndex, Tensor?[] gradOutputs) => RecordGradients(node, callIndex, gradOutputs);
+
+            public override void Backward(HookPoint node, int callIndex, long startTimestamp, long endTimestamp, Tensor?[]? gradInputs, Tensor?[]? gradOutputs)
+                => RecordBackward(node, callIndex, startTimestamp, endTimestamp, gradInputs, gradOutputs);
+        }
 
         /// <summary>Whether an open tracer records the backward timings of <paramref name="node"/>'s module, or a cache its gradients.</summary>
         internal static bool WantsBackward(HookPoint node)
@@ -112,7 +134,7 @@ namespace TorchHooks
 
         /// <summary>
         /// The gradients w.r.t. the outputs of a call of <paramref name="node"/>'s module (after its backward pre-hooks),
-        /// for the open observers that capture gradients (the backward-hooks concern calls it from the output node).
+        /// for the open observers that capture gradients (from <see cref="BackwardEvents"/>).
         /// </summary>
         internal static void RecordGradients(HookPoint node, int callIndex, Tensor?[] gradOutputs)
         {
@@ -122,7 +144,7 @@ namespace TorchHooks
         }
 
         /// <summary>
-        /// The hook point for backward timings (the backward-hooks concern calls it): records a backward pass through
+        /// Backward timings (from <see cref="BackwardEvents"/>): records a backward pass through
         /// <paramref name="node"/>'s module, from <paramref name="startTimestamp"/> (its output-gradient node ran) to
         /// <paramref name="endTimestamp"/> (its input-gradient node ran), <see cref="Stopwatch.GetTimestamp"/> values,
         /// in every open tracer that records backward timings, on the calling thread's backward track.
@@ -217,7 +239,7 @@ namespace TorchHooks
                 if (s_listening && Source.StartActivity(frame.Node.SpanName, ActivityKind.Internal) is { } activity)
                 {
                     state.Activity = activity;
-                    if (activity.IsAllDataRequested) Telemetry.TagStart(activity, frame, args);
+                    if (activity.IsAllDataRequested) SpanTags.TagStart(activity, frame, args);
                 }
             }
 
@@ -246,7 +268,7 @@ namespace TorchHooks
                 if (state.Activity is { } activity)
                 {
                     state.Activity = null;
-                    if (activity.IsAllDataRequested) Telemetry.TagEnd(activity, result);
+                    if (activity.IsAllDataRequested) SpanTags.TagEnd(activity, result);
                     activity.Stop();
                 }
             }
@@ -284,119 +306,5 @@ namespace TorchHooks
                 }
             }
         }
-
-        /// <summary>Tags of the spans (names in <see cref="TorchHooksTelemetry"/>).</summary>
-        private static class Telemetry
-        {
-            public static void TagStart<TArgs>(Activity activity, CallFrame frame, TArgs args)
-            {
-                var module = frame.Module;
-                activity.SetTag(TorchHooksTelemetry.ModulePath, frame.Node.Path);
-                activity.SetTag(TorchHooksTelemetry.ModuleType, frame.Node.TypeName);
-                activity.SetTag(TorchHooksTelemetry.CallIndex, frame.CallIndex);
-                activity.SetTag(TorchHooksTelemetry.Phase, "forward");
-                activity.SetTag(TorchHooksTelemetry.Training, module.training);
-                var inputs = TensorInfo.Describe(args);
-                if (inputs.Length > 0)
-                {
-                    activity.SetTag(TorchHooksTelemetry.InputShapes, Shapes(inputs));
-                    activity.SetTag(TorchHooksTelemetry.InputDtypes, Dtypes(inputs));
-                    activity.SetTag(TorchHooksTelemetry.Device, inputs[0].Device);
-                }
-                var (cpu, _) = ModuleTracer.AutocastFor(frame.Node);
-                if (cpu is { } dtype) activity.SetTag(TorchHooksTelemetry.Autocast, dtype.ToString());
-            }
-
-            public static void TagEnd<TResult>(Activity activity, TResult result)
-            {
-                var outputs = TensorInfo.Describe(result);
-                if (outputs.Length == 0) return;
-                activity.SetTag(TorchHooksTelemetry.OutputShapes, Shapes(outputs));
-                activity.SetTag(TorchHooksTelemetry.OutputDtypes, Dtypes(outputs));
-            }
-
-            private static string Shapes(TensorInfo[] infos) => infos.Length == 1 ? infos[0].ShapeText : string.Join("; ", Array.ConvertAll(infos, i => i.ShapeText));
-            private static string Dtypes(TensorInfo[] infos) => infos.Length == 1 ? infos[0].Dtype.ToString() : string.Join("; ", Array.ConvertAll(infos, i => i.Dtype.ToString()));
-        }
-    }
-
-    /// <summary>
-    /// Something that watches module calls through the tracing concern: an <see cref="ActivationCache"/>
-    /// (tracers have their own allocation-free steps). Holds no reference to any model (the call path hands it the frame).
-    /// </summary>
-    internal abstract class CallObserver
-    {
-        /// <summary>Whether calls of <paramref name="node"/>'s module are recorded.</summary>
-        public abstract bool Wants(HookPoint node);
-
-        /// <summary>A call begins; returns the observer's token for it (null: not recorded).</summary>
-        public abstract object? Begin(CallFrame frame, object? args, object? parentToken, long timestamp);
-
-        /// <summary>The call with <paramref name="token"/> ended (<paramref name="failed"/>: it threw; args and result are null then).</summary>
-        public abstract void End(object token, object? args, object? result, long timestamp, bool failed);
-
-        /// <summary>Whether the observer wants the gradients w.r.t. the outputs of the modules it <see cref="Wants"/> (the backward concern then wraps them).</summary>
-        public virtual bool CapturesGradients => false;
-
-        /// <summary>The gradients w.r.t. the outputs of a call of <paramref name="node"/>'s module reached it in backward (null: None).</summary>
-        public virtual void Gradients(HookPoint node, int callIndex, Tensor?[] gradOutputs) { }
-    }
-
-    /// <summary>
-    /// TorchHooks' OpenTelemetry names: the <see cref="System.Diagnostics.ActivitySource"/> that emits one span
-    /// per module call (subscribe with <c>AddSource(TorchHooksTelemetry.ActivitySourceName)</c>) and the tags on
-    /// those spans. Span names are <c>forward &lt;path&gt;</c> (<c>forward &lt;root&gt;</c> for the model itself),
-    /// kind <see cref="ActivityKind.Internal"/>, status Error when the call threw.
-    /// </summary>
-    public static class TorchHooksTelemetry
-    {
-        /// <summary>The <see cref="ActivitySource"/> name: <c>TorchHooks</c>.</summary>
-        public const string ActivitySourceName = "TorchHooks";
-        /// <summary><c>torchhooks.module.path</c>: the module's <c>named_modules()</c> path (root: empty string).</summary>
-        public const string ModulePath = "torchhooks.module.path";
-        /// <summary><c>torchhooks.module.type</c>: the module's class name, e.g. <c>Conv2d</c>.</summary>
-        public const string ModuleType = "torchhooks.module.type";
-        /// <summary><c>torchhooks.module.call_index</c>: the module's call number within the outermost call (int).</summary>
-        public const string CallIndex = "torchhooks.module.call_index";
-        /// <summary><c>torchhooks.phase</c>: <c>forward</c> (or <c>backward</c>).</summary>
-        public const string Phase = "torchhooks.phase";
-        /// <summary><c>torchhooks.module.training</c>: the module's training flag (bool).</summary>
-        public const string Training = "torchhooks.module.training";
-        /// <summary><c>torchhooks.input.shapes</c>: input tensor shapes, <c>[1, 3, 224, 224]</c>, several separated by <c>"; "</c>.</summary>
-        public const string InputShapes = "torchhooks.input.shapes";
-        /// <summary><c>torchhooks.input.dtypes</c>: input dtypes, e.g. <c>Float32</c>, several separated by <c>"; "</c>.</summary>
-        public const string InputDtypes = "torchhooks.input.dtypes";
-        /// <summary><c>torchhooks.output.shapes</c>: output tensor shapes.</summary>
-        public const string OutputShapes = "torchhooks.output.shapes";
-        /// <summary><c>torchhooks.output.dtypes</c>: output dtypes.</summary>
-        public const string OutputDtypes = "torchhooks.output.dtypes";
-        /// <summary><c>torchhooks.device</c>: the first input's device, <c>cpu</c> or <c>cuda:0</c>.</summary>
-        public const string Device = "torchhooks.device";
-        /// <summary><c>torchhooks.autocast</c>: the CPU autocast dtype in force for the module's forward; absent when autocast is off.</summary>
-        public const string Autocast = "torchhooks.autocast";
-    }
-
-    // The tracing concern's place on the per-module node (Tree/HookPoint.cs): the span name and type name, built once.
-    public abstract partial class HookPoint
-    {
-        private string? _spanName;
-        private string? _typeName;
-
-        /// <summary>The OpenTelemetry span name of this module's calls: <c>forward &lt;path&gt;</c>.</summary>
-        internal string SpanName => _spanName ??= "forward " + (Path.Length == 0 ? "<root>" : Path);
-
-        /// <summary>The module's class name, e.g. <c>Conv2d</c> (traces, spans).</summary>
-        internal string TypeName => _typeName ??= Module.GetType().Name;
-
-        /// <summary>The node's index in the node table of the tracer that last recorded it (saves that tracer a lookup).</summary>
-        internal TraceSeat? TraceSeat;
-    }
-
-    /// <summary>A node's index in one tracer's node table (one object, so that tracer and index are read together).</summary>
-    internal sealed class TraceSeat
-    {
-        public readonly ModuleTracer Tracer;
-        public readonly int Index;
-        public TraceSeat(ModuleTracer tracer, int index) { Tracer = tracer; Index = index; }
     }
 }

@@ -21,7 +21,7 @@ namespace TorchHooks.Tests.Facade
             foreach (var n in arities)
             {
                 Assert.That(lib.GetType($"TorchHooks.HookedModule`{n + 1}"), Is.Not.Null, $"facade for {n} inputs");
-                Assert.That(lib.GetType($"TorchHooks.HookPoint`{n + 1}"), Is.Not.Null, $"typed hook point for {n} inputs");
+                Assert.That(lib.GetType($"TorchHooks.TypedHookPoint`{n + 1}"), Is.Not.Null, $"typed hook point for {n} inputs");
                 Assert.That(typeof(Dispatchers).GetMethod($"Create{n}", BindingFlags.NonPublic | BindingFlags.Static), Is.Not.Null, $"hook point creator for {n} inputs");
                 Assert.That(typeof(Dispatchers).GetMethod($"Attach{n}", BindingFlags.NonPublic | BindingFlags.Static), Is.Not.Null, $"dispatcher attacher for {n} inputs");
             }

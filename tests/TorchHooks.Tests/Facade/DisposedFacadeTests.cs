@@ -22,7 +22,9 @@ public class DisposedFacadeTests
         "call the model itself, or model.WithHooks() for a new facade.";
 
     [TearDown]
-    public void Clean() { ModuleHooks.RemoveAll(); ThreadState.Reset(); }
+    public void Clean() { ModuleHooks.RemoveAll(); ThreadCallState.Reset(); }
+
+    private sealed class NoopModelHook : ModelHook { }
 
     private static Sequential NewModel() => nn.Sequential(("body", nn.Linear(2, 2)), ("head", nn.Linear(2, 2)));
 
@@ -38,6 +40,7 @@ public class DisposedFacadeTests
         yield return Use("register_forward_hook on the facade", (m, s) => m.register_forward_hook((mod, x, y) => null));
         yield return Use("register_full_backward_hook", (m, s) => m.register_full_backward_hook((mod, gi, go) => null));
         yield return Use("register_full_backward_pre_hook", (m, s) => m.register_full_backward_pre_hook((mod, go) => null));
+        yield return Use("add_hook_to_module (call-path hook)", (m, s) => m.add_hook_to_module(new NoopModelHook()));
         yield return Use("At(module)", (m, model) => m.At((Linear)model[1]));
         yield return Use("HookPoints()", (m, s) => m.HookPoints());
         yield return Use("Hooks(register)", (m, s) => m.Hooks(() => { }));

@@ -60,7 +60,7 @@ namespace TorchHooks.Tests.Hooks
             using var one = ones(1);
             using var direct = net.add2.call(one, one);
             Assert.That(direct.item<float>(), Is.EqualTo(1f), "the pre-hook replaced the first input");
-            Assert.That(m.At(net.add2).Point, Is.SameAs(m["add2"]));
+            Assert.That(m.At(net.add2).HookPoint, Is.SameAs(m["add2"]));
             var e = Assert.Throws<ArgumentException>(() => m.At(new Add2()))!;
             Assert.That(e.ParamName, Is.EqualTo("module"));
         }

@@ -13,7 +13,7 @@ namespace TorchHooks.Tests.Hooks;
 public class ModuleCallInfoFormsTests
 {
     [TearDown]
-    public void Clean() { ModuleHooks.RemoveAll(); ThreadState.Reset(); }
+    public void Clean() { ModuleHooks.RemoveAll(); ThreadCallState.Reset(); }
 
     [Test]
     public void Current_with_null_conditional_access_compiles_and_gives_the_path_inside_a_hook()

@@ -21,7 +21,7 @@ namespace TorchHooks.Tests.Reliability
         private const int Workers = 4;
 
         [SetUp]
-        public void Clean() { ModuleHooks.RemoveAll(); ThreadState.Reset(); }
+        public void Clean() { ModuleHooks.RemoveAll(); ThreadCallState.Reset(); }
 
         [TearDown]
         public void LeaveClean() { ModuleHooks.RemoveAll(); AutocastTestState.AssertCleanAndReset(); }

@@ -22,7 +22,7 @@ namespace TorchHooks.Tests.Reliability
         public void Clean()
         {
             ModuleHooks.RemoveAll();
-            ThreadState.Reset();
+            ThreadCallState.Reset();
             AutocastTestState.AssertClean("before the test");
         }
 
@@ -150,7 +150,7 @@ namespace TorchHooks.Tests.Reliability
 
         // ---- 4. a direct call that throws leaks the policy's region ----
 
-        [Test(Description = "Issue 9 item 4: after a failed direct call, the next call of any module of the tree finishes it; ThreadState.Reset() does it explicitly")]
+        [Test(Description = "Issue 9 item 4: after a failed direct call, the next call of any module of the tree finishes it; ThreadCallState.Reset() does it explicitly")]
         public void Item4_failed_direct_call_is_finished_by_the_next_call_or_a_reset()
         {
             var parent = new CatchingParent();
@@ -163,7 +163,7 @@ namespace TorchHooks.Tests.Reliability
             Assert.That(Amp.is_autocast_enabled(DeviceType.CPU), Is.False);
 
             Assert.Throws<InvalidOperationException>(() => parent.child.call(x));
-            Assert.That(ThreadState.Reset(), Is.EqualTo(1), "one abandoned call finished");
+            Assert.That(ThreadCallState.Reset(), Is.EqualTo(1), "one abandoned call finished");
             Assert.That(Amp.is_autocast_enabled(DeviceType.CPU), Is.False);
         }
 
@@ -325,7 +325,7 @@ namespace TorchHooks.Tests.Reliability
             var t = new Thread(() => { try { using (m.call(x)) { } } catch (Exception e) { error = e; } }, 16 * 1024 * 1024);
             t.Start(); t.Join();
             Assert.That(error, Is.InstanceOf<InvalidOperationException>());
-            Assert.That(error!.Message, Does.Contain($"{ThreadState.MaxCallDepth}"));
+            Assert.That(error!.Message, Does.Contain($"{ThreadCallState.MaxCallDepth}"));
             Assert.That(error.Message, Does.Contain("'a'"));
         }
 

@@ -57,7 +57,7 @@ namespace TorchHooks.Tests.Reliability
         }
 
         [SetUp]
-        public void Clean() { ModuleHooks.RemoveAll(); ThreadState.Reset(); }
+        public void Clean() { ModuleHooks.RemoveAll(); ThreadCallState.Reset(); }
 
         [TearDown]
         public void LeaveClean() { ModuleHooks.RemoveAll(); AutocastTestState.AssertCleanAndReset(); }
@@ -125,7 +125,7 @@ namespace TorchHooks.Tests.Reliability
                     Assert.That(site, Is.Not.EqualTo(Site.None), $"call {i}");
                     Assert.That(f.Message, Does.Contain(Where(site)), $"call {i}: the injected exception itself propagates");
                 }
-                if (route == 1) ThreadState.Reset();   // a direct call that threw is finished at the next call; end it now to compare
+                if (route == 1) ThreadCallState.Reset();   // a direct call that threw is finished at the next call; end it now to compare
                 tensors.Dispose();
                 Assert.That(ModuleCallInfo.CurrentOrNull, Is.Null, $"call {i} ({site}, route {route}): a module call left open");
                 Assert.That(AutocastStack.Depth, Is.EqualTo(0), $"call {i} ({site}, route {route}): autocast region left open");

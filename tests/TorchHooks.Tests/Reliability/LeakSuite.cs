@@ -18,7 +18,7 @@ namespace TorchHooks.Tests.Reliability
     public class LeakSuite
     {
         [SetUp]
-        public void Clean() { ModuleHooks.RemoveAll(); ThreadState.Reset(); }
+        public void Clean() { ModuleHooks.RemoveAll(); ThreadCallState.Reset(); }
 
         [TearDown]
         public void LeaveClean() { ModuleHooks.RemoveAll(); AutocastTestState.AssertCleanAndReset(); }

@@ -17,10 +17,10 @@ namespace TorchHooks.Tests.Reliability
     public class MisuseTable
     {
         [SetUp]
-        public void Clean() { ModuleHooks.RemoveAll(); ThreadState.Reset(); }
+        public void Clean() { ModuleHooks.RemoveAll(); ThreadCallState.Reset(); }
 
         [TearDown]
-        public void LeaveClean() { ModuleHooks.RemoveAll(); ThreadState.Reset(); AutocastTestState.AssertClean("after the case"); }
+        public void LeaveClean() { ModuleHooks.RemoveAll(); ThreadCallState.Reset(); AutocastTestState.AssertClean("after the case"); }
 
         private static HookedModule<Tensor, Tensor> Model() => nn.Sequential(("enc", nn.Linear(2, 2)), ("dec", nn.Linear(2, 2))).WithHooks();
 
@@ -80,7 +80,7 @@ namespace TorchHooks.Tests.Reliability
                 "libtorch rejected a value after a hook replaced one: the forward hook #0 of module 'enc' (Linear) returned a Float32 tensor of shape [1, 5] as the module's output, and the model then failed with: mat1 and mat2 shapes cannot be multiplied (1x5 and 2x2). Check that the hook's replacement has the shape, dtype and device the next layer expects.",
                 () => { var m = Model(); m["enc"].register_forward_hook((mod, x, y) => zeros(1, 5)); using var x = ones(1, 2); m.call(x); });
             yield return Row("unbounded recursion from a hook", typeof(InvalidOperationException),
-                $"Module 'enc' (Linear) was called 1000 hooked calls deep on this thread, the limit (ThreadState.MaxCallDepth = 1000). A hook or forward that calls the model again needs a bound (e.g. a flag that skips the nested call); unbounded, it would overflow the stack and end the process.",
+                $"Module 'enc' (Linear) was called 1000 hooked calls deep on this thread, the limit (ThreadCallState.MaxCallDepth = 1000). A hook or forward that calls the model again needs a bound (e.g. a flag that skips the nested call); unbounded, it would overflow the stack and end the process.",
                 () => OnBigStack(() => { var m = Model(); m["enc"].register_forward_pre_hook((mod, x) => { using (m.call(x)) { } return null; }); using var x = ones(1, 2); m.call(x); }));
             yield return Row("autocast scope disposed on another thread", typeof(InvalidOperationException),
                 "An autocast scope entered on managed thread {T1} is being exited on thread {T2}. libtorch's autocast state is thread-local, so the scope can only be exited on the thread that entered it; its thread still runs under it. Do not 'await' inside an autocast scope (the continuation may resume on another thread); open the scope around synchronous code, or carry the state with AutocastState.Capture() and Apply()/Run() on the worker thread.",

@@ -6,17 +6,17 @@ using static TorchSharp.torch;
 
 namespace TorchHooks.Tests.Tracing
 {
-    /// <summary>Backward timings per module (TraceOptions.Backward): spans on the backward track, nested, and no change when no tracer asks.</summary>
+    /// <summary>Backward timings per module (TracerOptions.Backward): spans on the backward track, nested, and no change when no tracer asks.</summary>
     public class BackwardTraceTests
     {
         private static bool BackwardConcernEverywhere => (TorchHooks.CallPath.ConcernsActiveEverywhere & (1 << BackwardHooksConcern.Instance.Slot)) != 0;
 
-        [Test(Description = "With TraceOptions.Backward, each module's backward is a Backward record on the thread's backward track; the track nests (root encloses children, reverse order)")]
+        [Test(Description = "With TracerOptions.Backward, each module's backward is a Backward record on the thread's backward track; the track nests (root encloses children, reverse order)")]
         public void BackwardSpansNestOnTheBackwardTrack()
         {
             var model = new TraceNet().WithHooks();
             using var x = randn(5, 3).requires_grad_(true);
-            using var trace = model.Trace(new TraceOptions { Backward = true });
+            using var trace = model.Trace(new TracerOptions { Backward = true });
             using (var y = model.call(x))
             using (var loss = y.sum())
                 loss.backward();
@@ -65,7 +65,7 @@ namespace TorchHooks.Tests.Tracing
             traced.load_state_dict(plain.state_dict());
             var model = traced.WithHooks();
             using (var y = plain.call(x)) using (var loss = y.sum()) loss.backward();
-            using (var trace = model.Trace(new TraceOptions { Backward = true }))
+            using (var trace = model.Trace(new TracerOptions { Backward = true }))
             {
                 using (var y = model.call(x)) using (var loss = y.sum()) loss.backward();
                 var backward = trace.Calls.Where(c => c.Phase == CallPhase.Backward).Select(c => c.Path).ToList();
@@ -88,7 +88,7 @@ namespace TorchHooks.Tests.Tracing
                 using (var y = model.call(x)) using (var loss = y.sum()) loss.backward();
                 Assert.That(trace.Calls.All(c => c.Phase == CallPhase.Forward));
             }
-            using (model.Trace(new TraceOptions { Backward = true }))
+            using (model.Trace(new TracerOptions { Backward = true }))
                 Assert.That(BackwardConcernEverywhere, Is.True);
             Assert.That(BackwardConcernEverywhere, Is.False, "disposing the tracer switches the wrapping off");
         }
@@ -98,7 +98,7 @@ namespace TorchHooks.Tests.Tracing
         {
             var model = new TraceNet().WithHooks();
             using var x = randn(4, 3).requires_grad_(true);
-            using var trace = model.Trace(new TraceOptions { Backward = true, MaxCalls = 500 });
+            using var trace = model.Trace(new TracerOptions { Backward = true, MaxCalls = 500 });
             long before = 0;
             for (int step = 0; step < 300; step++)
             {

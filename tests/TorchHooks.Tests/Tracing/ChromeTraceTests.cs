@@ -35,7 +35,7 @@ namespace TorchHooks.Tests.Tracing
         {
             var model = new TraceNet().WithHooks();
             using var x = randn(4, 3);
-            using var trace = model.Trace(new TraceOptions { Name = "unit test" });
+            using var trace = model.Trace(new TracerOptions { Name = "unit test" });
             for (int i = 0; i < 2; i++) { using var y = model.call(x); }
             trace.Stop();
             var path = Path.Combine(Path.GetTempPath(), $"torchhooks-trace-{Guid.NewGuid():N}.json");

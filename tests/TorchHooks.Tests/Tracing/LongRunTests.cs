@@ -16,7 +16,7 @@ namespace TorchHooks.Tests.Tracing
         {
             var model = new TraceNet().WithHooks();
             using var x = randn(4, 3);
-            using var trace = model.Trace(new TraceOptions { MaxCalls = 1_000 });
+            using var trace = model.Trace(new TracerOptions { MaxCalls = 1_000 });
             long tensorsBefore = 0, bytesBefore = 0;
             var watch = Stopwatch.StartNew();
             for (int step = 0; step < 10_000; step++)

@@ -116,7 +116,7 @@ namespace TorchHooks.Tests.Tracing
             var model = new TraceNet().WithHooks();
             var other = new TraceNet().WithHooks();
             using var x = randn(1, 3);
-            using (var trace = model.Trace(new TraceOptions { Filter = p => p.Module is Linear || p.Path == "" }))
+            using (var trace = model.Trace(new TracerOptions { Filter = p => p.Module is Linear || p.Path == "" }))
             {
                 using var y = model.call(x);
                 using var z = other.call(x);
@@ -125,7 +125,7 @@ namespace TorchHooks.Tests.Tracing
                 Assert.That(calls.Select(c => c.ParentId), Is.EqualTo(new[] { -1, 0, 0, 0, 0 }));
                 Assert.That(calls[1].Depth, Is.EqualTo(1));
             }
-            using (var bounded = model.Trace(new TraceOptions { MaxCalls = 10 }))
+            using (var bounded = model.Trace(new TracerOptions { MaxCalls = 10 }))
             {
                 for (int i = 0; i < 3; i++) { using var y = model.call(x); }
                 Assert.That(bounded.Calls.Count, Is.EqualTo(10));
@@ -134,7 +134,7 @@ namespace TorchHooks.Tests.Tracing
                 Assert.That(bounded.Calls, Is.Empty);
                 Assert.That(bounded.Dropped, Is.EqualTo(0));
             }
-            Assert.Throws<ArgumentOutOfRangeException>(() => model.Trace(new TraceOptions { MaxCalls = 0 }));
+            Assert.Throws<ArgumentOutOfRangeException>(() => model.Trace(new TracerOptions { MaxCalls = 0 }));
             Assert.That(TracingConcern.ObserverCount, Is.EqualTo(0), "a rejected tracer is not left registered");
         }
 
@@ -177,7 +177,7 @@ namespace TorchHooks.Tests.Tracing
         public void BackwardRecordsHaveTheirOwnTrack()
         {
             var model = new TraceNet().WithHooks();
-            using var trace = model.Trace(new TraceOptions { Backward = true });
+            using var trace = model.Trace(new TracerOptions { Backward = true });
             using var x = randn(2, 3);
             using (no_grad())
             using (var y = model.call(x)) { }

@@ -8,7 +8,7 @@ namespace TorchHooks
 {
     /// <summary>
     /// The hook site of one module of a wrapped tree (TransformerLens calls these hook points): the per-module
-    /// node every concern of the call path keeps its state on — forward hooks (<c>Hooks/</c>), precision
+    /// node every concern of the call path keeps its state on — forward hooks (<c>ForwardHooks/</c>), backward hooks (<c>Backward/</c>), call-path hooks (<c>ModelHooks/</c>), precision
     /// (<c>Precision/</c>). Get one from a facade with <c>model["encoder.0"]</c>. Hooks live with the module:
     /// they also fire when the module is called through the unwrapped model.
     /// </summary>
@@ -103,13 +103,15 @@ namespace TorchHooks
         internal abstract void FinishFailedCall(CallFrame frame, List<Exception> suppressed);
 
         /// <inheritdoc />
-        public override string ToString() => $"HookPoint('{Path}', {Module.GetType().Name}: {Signature}, {ForwardPreSnapshot.Length} pre, {ForwardSnapshot.Length} forward)";
+        public override string ToString()
+            => $"HookPoint('{Path}', {Module.GetType().Name}: {Signature}, {ForwardPreHookCount} forward pre, {ForwardHookCount} forward, " +
+               $"{BackwardPreHookCount} backward pre, {BackwardHookCount} full backward, {ModelHookChain.Length} call-path hook(s){(Precision is { } p ? $", precision {p}" : "")})";
     }
 
     /// <summary>The hook site of a module whose inputs are <typeparamref name="TArgs"/> (a tuple for several inputs).</summary>
-    internal sealed partial class HookPointOf<TArgs, TResult> : HookPoint
+    internal sealed partial class SignatureNode<TArgs, TResult> : HookPoint
     {
-        public HookPointOf(torch.nn.Module module, string path, string signature, Action<HookPoint> attach) : base(module, path, signature, attach) { }
+        public SignatureNode(torch.nn.Module module, string path, string signature, Action<HookPoint> attach) : base(module, path, signature, attach) { }
 
         /// <summary>The concerns' steps for this signature (shared by every node of it).</summary>
         internal readonly CallPlan<TArgs, TResult> Plan = CallPlan<TArgs, TResult>.Instance;

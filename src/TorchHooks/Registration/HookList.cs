@@ -25,6 +25,44 @@ namespace TorchHooks
 
         public HookList(Action changed) { _changed = changed; }
 
+        // ---- the global hook kinds (ModuleHooks), each registered by the list that holds it ----
+        private static HookList[] s_global = Array.Empty<HookList>();
+        private static readonly object s_globalGate = new();
+        private int _globalOrder;
+        private string _kind = "";
+
+        /// <summary>
+        /// A list of global hooks of one kind (e.g. forward pre-hooks): it registers itself, so
+        /// <see cref="ModuleHooks.Handles"/> and <see cref="ModuleHooks.RemoveAll"/> see every kind there is. A change
+        /// recomputes the fast path's global flag. <paramref name="order"/> places the kind among the others in
+        /// <see cref="GlobalHandles"/> (PyTorch's order of the hook kinds on the call path: lower first).
+        /// </summary>
+        public static HookList Global(string kind, int order)
+        {
+            var list = new HookList(CallPath.RecomputeEverywhere) { _kind = kind, _globalOrder = order };
+            lock (s_globalGate)
+            {
+                var next = new HookList[s_global.Length + 1];
+                s_global.CopyTo(next, 0);
+                next[^1] = list;
+                Array.Sort(next, (a, b) => a._globalOrder.CompareTo(b._globalOrder));
+                Volatile.Write(ref s_global, next);
+            }
+            return list;
+        }
+
+        /// <summary>The kinds of global hooks registered so far (tests, diagnostics).</summary>
+        internal static string[] GlobalKinds => Array.ConvertAll(Volatile.Read(ref s_global), l => l._kind);
+
+        /// <summary>The handles of every global hook of every kind: kinds in their order, hooks in registration order.</summary>
+        public static System.Collections.Generic.List<RemovableHandle> GlobalHandles()
+        {
+            var handles = new System.Collections.Generic.List<RemovableHandle>();
+            foreach (var list in Volatile.Read(ref s_global))
+                foreach (var entry in list.Snapshot) handles.Add(entry.Handle);
+            return handles;
+        }
+
         public HookEntry[] Snapshot => Volatile.Read(ref _entries);
 
         public int Count => Snapshot.Length;

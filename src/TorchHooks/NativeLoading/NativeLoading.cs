@@ -232,8 +232,7 @@ namespace TorchHooks
         /// </summary>
         private static string LibtorchPackageVersion()
         {
-            var field = typeof(torch).GetField("libtorchPackageVersion", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static);
-            string raw = field?.GetRawConstantValue() as string ?? "2.10.0.0";
+            string raw = TorchSharpInternals.LibtorchPackageVersion(assumed: "2.10.0.0");
             var parts = raw.Split('.');
             return parts.Length == 4 && parts[3] == "0" ? string.Join(".", parts, 0, 3) : raw;
         }

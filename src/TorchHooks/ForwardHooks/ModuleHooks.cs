@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Runtime.CompilerServices;
 using TorchSharp;
 using Tensor = TorchSharp.torch.Tensor;
 
@@ -18,24 +19,19 @@ namespace TorchHooks
     /// </remarks>
     public static partial class ModuleHooks
     {
-        internal static readonly HookList ForwardPre = new(CallPath.RecomputeEverywhere);
-        internal static readonly HookList Forward = new(CallPath.RecomputeEverywhere);
-
-        /// <summary>Whether any global forward hook is registered.</summary>
-        internal static bool IsActive => ForwardPre.Count > 0 || Forward.Count > 0;
+        internal static readonly HookList ForwardPre = HookList.Global("forward pre-hooks", 100);
+        internal static readonly HookList Forward = HookList.Global("forward hooks", 200);
 
         /// <summary>
-        /// The handles of every registered global hook (forward pre-hooks, forward hooks, backward pre-hooks, full backward hooks, each in
-        /// registration order): a global hook whose handle was lost can still be found and removed.
+        /// The handles of every registered global hook, of every kind (forward pre-hooks, forward hooks, backward pre-hooks, full
+        /// backward hooks, ..., each in registration order): a global hook whose handle was lost can still be found and removed.
         /// </summary>
         public static IReadOnlyList<RemovableHandle> Handles
         {
             get
             {
-                var handles = new List<RemovableHandle>();
-                foreach (var list in new[] { ForwardPre, Forward, BackwardPre, Backward })
-                    foreach (var entry in list.Snapshot) handles.Add(entry.Handle);
-                return handles;
+                RuntimeHelpers.RunClassConstructor(typeof(ModuleHooks).TypeHandle);   // every kind's list is made (they register themselves)
+                return HookList.GlobalHandles();
             }
         }
 

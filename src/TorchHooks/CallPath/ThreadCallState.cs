@@ -8,7 +8,7 @@ namespace TorchHooks
     /// bookkeeping, precision regions) and the autocast regions entered through <see cref="Amp"/> — and a way to
     /// put a thread back to a clean state. See docs/reliability.md.
     /// </summary>
-    public static class ThreadState
+    public static class ThreadCallState
     {
         /// <summary>
         /// The deepest nesting of hooked module calls on one thread (a hook that calls the model again, a module

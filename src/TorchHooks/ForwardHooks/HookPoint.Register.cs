@@ -6,7 +6,7 @@ using Tensor = TorchSharp.torch.Tensor;
 
 namespace TorchHooks
 {
-    // The forward hooks' registration API on the per-module node (Tree/HookPoint.cs); the call path's
+    // The forward hooks' registration API on the per-module node (ModuleTree/HookPoint.cs); the call path's
     // forward-hook steps are in ForwardHooksConcern.cs.
     // The typed overloads for modules with 2–6 inputs are generated: src/TorchHooks.Generators/ArityFamilyGenerator.cs.
     public abstract partial class HookPoint
@@ -71,7 +71,7 @@ namespace TorchHooks
 
     }
 
-    internal sealed partial class HookPointOf<TArgs, TResult>
+    internal sealed partial class SignatureNode<TArgs, TResult>
     {
         private protected override RemovableHandle AddPre<TA>(ForwardPreHook<TA> hook, bool prepend, string shape)
         {
