@@ -31,7 +31,7 @@ namespace TorchHooks.Analyzers
             category: "Reliability",
             defaultSeverity: DiagnosticSeverity.Warning,
             isEnabledByDefault: true,
-            description: "Tensors passed to a forward hook or pre-hook belong to the call: Sequential disposes intermediate outputs and a DisposeScope disposes everything created inside it, so a stored reference later fails with 'Tensor invalid -- empty handle'. Store an alias detached from the dispose scope, or a detached clone.",
+            description: "Tensors passed to a hook belong to the call: Sequential disposes intermediate outputs, a DisposeScope disposes everything created inside it, and the gradients handed to a backward hook or a WithGradHook hook are released by autograd after the pass, so a stored reference later fails with 'Tensor invalid -- empty handle'. Store an alias detached from the dispose scope, or a detached clone.",
             helpLinkUri: HelpLinkBase + HookTensorEscapeId + ".md");
     }
 }

@@ -7,7 +7,9 @@ using Microsoft.CodeAnalysis.Operations;
 namespace TorchHooks.Analyzers
 {
     /// <summary>
-    /// TH0002: a forward hook or pre-hook lambda stores one of its tensor arguments as it is — in a field, a
+    /// TH0002: a hook lambda — forward hook or pre-hook, full backward hook or backward pre-hook, or a tensor
+    /// gradient hook (<c>WithGradHook</c>) — stores one of its tensor arguments as it is (a <c>Tensor</c> parameter,
+    /// or an element of a gradient list such as <c>grad_output[0]</c>, or the list itself) — in a field, a
     /// property, an indexer, an array element, a captured variable, or a collection (<c>Add</c>, <c>Insert</c>, …).
     /// The tensor belongs to the call: <c>Sequential</c> disposes intermediate outputs and a <c>DisposeScope</c>
     /// disposes what was created inside it, so the stored reference later fails ("Tensor invalid -- empty handle").
@@ -19,10 +21,14 @@ namespace TorchHooks.Analyzers
     {
         private static readonly ImmutableHashSet<string> HookRegistrations = ImmutableHashSet.Create(
             "register_forward_hook", "register_forward_pre_hook",
-            "register_module_forward_hook", "register_module_forward_pre_hook");
+            "register_module_forward_hook", "register_module_forward_pre_hook",
+            // backward: gradients are handed over as lists (PyTorch's tuples), and by libtorch's autograd, which frees them
+            "register_full_backward_hook", "register_full_backward_pre_hook",
+            "register_module_full_backward_hook", "register_module_full_backward_pre_hook",
+            "WithGradHook");
 
         private static readonly ImmutableHashSet<string> CollectionAdds = ImmutableHashSet.Create(
-            "Add", "Insert", "Push", "Enqueue", "TryAdd", "AddFirst", "AddLast", "AddOrUpdate", "GetOrAdd", "TryUpdate");
+            "Add", "Insert", "Push", "Enqueue", "TryAdd", "AddFirst", "AddLast", "AddOrUpdate", "GetOrAdd", "TryUpdate", "AddRange", "InsertRange");
 
         /// <inheritdoc />
         public override ImmutableArray<DiagnosticDescriptor> SupportedDiagnostics { get; } =
@@ -58,13 +64,31 @@ namespace TorchHooks.Analyzers
                 var tensorParameters = hook.Symbol.Parameters
                     .Where(p => SymbolEqualityComparer.Default.Equals(p.Type, tensor))
                     .ToImmutableHashSet<IParameterSymbol>(SymbolEqualityComparer.Default);
-                if (tensorParameters.IsEmpty) continue;
+                // Backward hooks' gradient lists (IReadOnlyList<Tensor?>): the list and its elements belong to the pass.
+                var listParameters = hook.Symbol.Parameters
+                    .Where(p => IsTensorList(p.Type, tensor))
+                    .ToImmutableHashSet<IParameterSymbol>(SymbolEqualityComparer.Default);
+                if (tensorParameters.IsEmpty && listParameters.IsEmpty) continue;
 
                 foreach (var reference in hook.Body.Descendants().OfType<IParameterReferenceOperation>())
                 {
-                    if (!tensorParameters.Contains(reference.Parameter)) continue;
-                    if (Escapes(reference, hook, enumerable))
-                        context.ReportDiagnostic(Diagnostic.Create(Diagnostics.HookTensorEscape, reference.Syntax.GetLocation(), reference.Parameter.Name));
+                    IOperation stored;
+                    string name;
+                    if (tensorParameters.Contains(reference.Parameter)) { stored = reference; name = reference.Parameter.Name; }
+                    else if (listParameters.Contains(reference.Parameter))
+                    {
+                        // grad_output[0] (an element), or grad_output itself (the list: list.AddRange(grad_output), kept = grad_output)
+                        if (reference.Parent is IPropertyReferenceOperation { Property.IsIndexer: true } element && element.Instance == reference
+                            && SymbolEqualityComparer.Default.Equals(element.Type, tensor))
+                        {
+                            stored = element;
+                            name = element.Syntax.ToString();
+                        }
+                        else { stored = reference; name = reference.Parameter.Name; }
+                    }
+                    else continue;
+                    if (Escapes(stored, hook, enumerable))
+                        context.ReportDiagnostic(Diagnostic.Create(Diagnostics.HookTensorEscape, stored.Syntax.GetLocation(), name));
                 }
             }
         }
@@ -115,6 +139,12 @@ namespace TorchHooks.Analyzers
             var span = hook.Syntax.Span;
             return local.DeclaringSyntaxReferences.Any(r => r.SyntaxTree == hook.Syntax.SyntaxTree && span.Contains(r.Span));
         }
+
+        /// <summary>A list or sequence of tensors (a backward hook's <c>IReadOnlyList&lt;Tensor?&gt;</c> gradients).</summary>
+        private static bool IsTensorList(ITypeSymbol type, INamedTypeSymbol tensor)
+            => type is INamedTypeSymbol { IsGenericType: true } named
+               && (named.Name is "IReadOnlyList" or "IList" or "IEnumerable" or "IReadOnlyCollection" or "List")
+               && SymbolEqualityComparer.Default.Equals(named.TypeArguments[0], tensor);
 
         private static bool IsEnumerable(ITypeSymbol type, INamedTypeSymbol enumerable)
             => SymbolEqualityComparer.Default.Equals(type, enumerable)

@@ -119,12 +119,25 @@ namespace TorchHooks.Generators
                 /// <inheritdoc />
                 public nn.Module Unwrap() => _core.Inner;
                 /// <inheritdoc />
-                public HookPoint Root => _core.Root;
+                public HookPoint Root => Live.Root;
                 /// <inheritdoc />
-                public HookPoint this[string path] => _core.Tree[path];
+                public HookPoint this[string path] => Live.Tree[path];
                 /// <inheritdoc />
-                public IReadOnlyCollection<string> Paths => _core.Tree.Paths;
-                ModuleTree IHookedModule.Tree => _core.Tree;
+                public IReadOnlyCollection<string> Paths => Live.Tree.Paths;
+                ModuleTree IHookedModule.Tree => Live.Tree;
+
+                /// <summary>
+                /// What every member that is the facade's own goes through — hook points (<c>this[path]</c>, <see cref="Root"/>,
+                /// <see cref="Paths"/>, the tree behind At/HookPoints/Hooks/Trace/Summary/caches), hook registration, calls —
+                /// so a disposed facade (or one whose model was disposed) refuses them all alike, with
+                /// <see cref="ObjectDisposedException"/> saying what to do. The drop-in members (parameters, state_dict, train,
+                /// to, ...) still reach the model, which the facade's disposal leaves alone: containers walk them
+                /// (a Sequential's Dispose and train() visit every child).
+                /// </summary>
+                private FacadeCore<{{a.Module}}> Live
+                {
+                    get { FacadeChecks.CheckAlive(_core.Inner, _disposed); return _core; }
+                }
 
                 /// <summary>
                 /// Reached through <c>call</c> (the facade called as a module, in a <c>Sequential</c>, ...): runs the wrapped

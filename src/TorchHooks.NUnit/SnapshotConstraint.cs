@@ -154,7 +154,8 @@ namespace TorchHooks.NUnit
                           $"but snapshots are never written in CI (CI=true). Update it on your machine and commit {file}.");
                 Directory.CreateDirectory(Path.GetDirectoryName(file)!);
                 File.WriteAllText(file, snapshot.ToJson());
-                TestContext.Progress.WriteLine($"TorchHooks.NUnit: {(exists ? "updated" : "created")} snapshot \"{_name}\" at {file}: review and commit it.");
+                // TestContext.Error, not Progress: `dotnet test` shows it at its normal verbosity (Progress needs detailed).
+                TestContext.Error.WriteLine($"TorchHooks.NUnit: {(exists ? "updated" : "created")} snapshot \"{_name}\" at {file}: review and commit it.");
                 return new SnapshotResult(this, actual, true, "");
             }
 

@@ -211,8 +211,9 @@ namespace TorchHooks.NUnit
                     else { rows.Add(('-', Line(e[i]))); rows.Add(('+', Line(a[j]))); differing++; }
                     i++; j++;
                 }
-                else if (j < m && (i >= n || lcs[i, j + 1] >= lcs[i + 1, j])) { rows.Add(('+', Line(a[j]))); j++; differing++; }
-                else { rows.Add(('-', Line(e[i]))); i++; differing++; }
+                // On a tie the snapshot's row first, as diff does: "- GELU" before "+ ReLU".
+                else if (i < n && (j >= m || lcs[i + 1, j] >= lcs[i, j + 1])) { rows.Add(('-', Line(e[i]))); i++; differing++; }
+                else { rows.Add(('+', Line(a[j]))); j++; differing++; }
             }
 
             // Show the changed rows with one unchanged row of context on each side; fold the rest.

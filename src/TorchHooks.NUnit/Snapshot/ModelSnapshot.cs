@@ -59,7 +59,7 @@ namespace TorchHooks.NUnit
         public string? ParamDtype { get; set; }
         /// <summary>The autocast state at this call, only where it differs from the pass's.</summary>
         public string? Autocast { get; set; }
-        /// <summary>Each input: dtype and shape, e.g. <c>float32[4, 3]</c>.</summary>
+        /// <summary>Each input: a tensor's dtype and shape, e.g. <c>float32[4, 3]</c>; any other argument as its value (<c>true</c>, <c>null</c>, <c>3</c>).</summary>
         public List<string> Inputs { get; set; } = new();
         /// <summary>Each output tensor with its fingerprint; absent when the module's output type is not recorded.</summary>
         public List<OutputRecord>? Outputs { get; set; }
@@ -74,7 +74,7 @@ namespace TorchHooks.NUnit
     /// <summary>One output tensor: dtype, shape and a numeric fingerprint.</summary>
     internal sealed class OutputRecord
     {
-        /// <summary>dtype and shape, e.g. <c>float32[4, 2]</c>.</summary>
+        /// <summary>dtype and shape, e.g. <c>float32[4, 2]</c>; a non-tensor output as its value (no fingerprint).</summary>
         public string Tensor { get; set; } = "";
         public double? Mean { get; set; }
         /// <summary>Population standard deviation (correction 0), so one element gives 0, not NaN.</summary>

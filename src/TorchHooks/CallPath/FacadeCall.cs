@@ -76,9 +76,12 @@ namespace TorchHooks
             var node = r.Node!;
             return new InvalidOperationException(
                 $"libtorch rejected a value after a hook replaced one: the {r.Hook} of module '{node.Path}' ({node.Module.GetType().Name}) " +
-                $"returned {Describe(r.Value)} as the module's {r.What}, and the model then failed with: {FirstLine(error.Message)} " +
+                $"returned {Describe(r.Value)} as the module's {r.What}, and the model then failed with: {Sentence(FirstLine(error.Message))} " +
                 "Check that the hook's replacement has the shape, dtype and device the next layer expects.", error);
         }
+
+        /// <summary>A quoted message ended as a sentence (libtorch's end without a period), so the next sentence doesn't run on.</summary>
+        private static string Sentence(string text) => text.Length == 0 || ".!?".IndexOf(text[^1]) >= 0 ? text : text + ".";
 
         /// <summary>libtorch's message without the C++ backtrace that follows it (still in the inner exception).</summary>
         private static string FirstLine(string message)

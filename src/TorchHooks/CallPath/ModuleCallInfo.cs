@@ -6,8 +6,11 @@ namespace TorchHooks
     /// <summary>
     /// Where the innermost hooked module call on this thread is: its path in the wrapped tree and how
     /// many times that module was already called in the current facade call. Read it inside a hook.
+    /// A class (not a struct), so that both <c>ModuleCallInfo.Current.Path</c> and the common
+    /// <c>ModuleCallInfo.Current?.Path</c> compile; outside a hooked call <see cref="Current"/> throws and says to use
+    /// <see cref="CurrentOrNull"/>, which is null there.
     /// </summary>
-    public readonly struct ModuleCallInfo
+    public sealed class ModuleCallInfo
     {
         internal ModuleCallInfo(string path, int callIndex, int depth, torch.nn.Module module, bool isRecomputation = false)
         {

@@ -60,6 +60,7 @@ namespace TorchHooks
         public static HookScope Hooks(this IHookedModule model, Action register)
         {
             if (model is null) throw new ArgumentNullException(nameof(model), "Call Hooks(...) on a facade from WithHooks().");
+            _ = model.Tree;   // a disposed facade refuses, as every member does
             return HookScope.Collect(register);
         }
 

@@ -89,6 +89,6 @@ namespace TorchHooks
 
         private ArgumentException Mismatch(string kind, string shape, string given)
             => new($"The {kind} ({shape}, for {given}) does not fit module '{Path}' ({Module.GetType().Name}), which is a {Signature}. " +
-                   $"Register a hook of that signature, e.g. with explicit type arguments matching {Signature}.", "hook");
+                   $"Register a hook of that signature: get the module's typed hook point with m.At(module) (the lambda then takes its types from the module), or give explicit type arguments matching {Signature}.", "hook");
     }
 }

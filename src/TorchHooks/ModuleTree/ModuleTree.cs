@@ -86,7 +86,7 @@ namespace TorchHooks
                 if (!_byPath.TryGetValue(path, out var module))
                     throw new KeyNotFoundException($"No module at path '{path}'. Nearest valid paths: {string.Join(", ", Nearest(path).Select(p => $"'{p}'"))}. (All paths: named_modules() names; the root is \"\".)");
                 return Dispatchers.GetOrCreate(module, path)
-                    ?? throw new ArgumentException($"Module '{path}' ({module.GetType().Name}) has no forward, so hooks on it would never fire (as in PyTorch, where they silently don't). Hook its children instead: {string.Join(", ", _byPath.Keys.Where(k => k.StartsWith(path + ".", StringComparison.Ordinal)).Take(5).Select(p => $"'{p}'"))}.", nameof(path));
+                    ?? throw new ArgumentException($"Module '{path}' ({Dispatchers.Name(module.GetType())}) has no forward, so hooks on it would never fire (as in PyTorch, where they silently don't). Hook its children instead: {string.Join(", ", _byPath.Keys.Where(k => k.StartsWith(path + ".", StringComparison.Ordinal) && k.IndexOf('.', path.Length + 1) < 0).Take(5).Select(p => $"'{p}'"))}.", nameof(path));
             }
         }
 

@@ -68,6 +68,42 @@ static class Program
     }
 }");
 
+        [Test, Description("Issue 20 item 9: the Grad-CAM idiom grads.Add(grad_output[0]!) in a full backward hook, backward pre-hooks, global backward hooks and WithGradHook")]
+        public Task BackwardHooksAndGradHooksAreChecked() => Verify(@"
+static class Program
+{
+    static IReadOnlyList<Tensor?>? keptList;
+    static void Run(HookedModule<Tensor, Tensor> m, Tensor x)
+    {
+        var grads = new List<Tensor>();
+        var named = new Dictionary<string, Tensor>();
+        m[""0""].register_full_backward_hook((mod, grad_input, grad_output) => { grads.Add({|TH0002:grad_output[0]|}!); return null; });
+        m[""0""].register_full_backward_hook((mod, grad_input, grad_output) => { named[""in""] = {|TH0002:grad_input[0]|}!; return null; });
+        m[""0""].register_full_backward_pre_hook((mod, grad_output) => { keptList = {|TH0002:grad_output|}; return null; });
+        m.register_full_backward_hook((mod, gi, go) => { grads.AddRange({|TH0002:go|}!); return null; });
+        using var g = ModuleHooks.register_module_full_backward_hook((mod, gi, go) => { grads.Add({|TH0002:go[0]|}!); return null; });
+        using var y = x.WithGradHook(grad => { grads.Add({|TH0002:grad|}); return null; });
+    }
+}");
+
+        [Test]
+        public Task BackwardHooksKeepingTheirOwnCopiesAreNotFlagged() => Verify(@"
+static class Program
+{
+    static void Run(HookedModule<Tensor, Tensor> m)
+    {
+        var grads = new List<Tensor>();
+        var norms = new List<float>();
+        m[""0""].register_full_backward_hook((mod, grad_input, grad_output) =>
+        {
+            grads.Add(grad_output[0]!.detach().clone().DetachFromDisposeScope());   // its own copy
+            norms.Add(grad_output[0]!.norm().item<float>());                       // not the tensor
+            var count = grad_output.Count;
+            return null;
+        });
+    }
+}");
+
         [Test]
         public Task OwnHandlesAndHookLocalsAreNotFlagged() => Verify(@"
 static class Program

@@ -41,6 +41,32 @@ namespace TorchHooks.Tests.Analyzers
             Assert.That(kept[0].IsInvalid, Is.True, "the scope disposes everything created inside it");
         }
 
+        [Test, Description("Issue 20 item 9: the gradient a full backward hook was handed, stored as it is, is released after the pass (Grad-CAM's idiom); a detached clone survives")]
+        public void BackwardPassReleasesAStoredGradient()
+        {
+            var m = Model();
+            var kept = new List<Tensor>();
+            var copies = new List<Tensor>();
+            using var h = m["2"].register_full_backward_hook((mod, grad_input, grad_output) =>
+            {
+#pragma warning disable TH0002   // the trap itself (the analyzer flags this line for package users)
+                kept.Add(grad_output[0]!);
+#pragma warning restore TH0002
+                copies.Add(grad_output[0]!.detach().clone().DetachFromDisposeScope());
+                return null;
+            });
+            using var x = ones(2, 4);
+            using (NewDisposeScope())
+            {
+                m.call(x).sum().Backward();
+            }
+            Assert.That(kept, Has.Count.EqualTo(1));
+            Assert.That(kept[0].IsInvalid, Is.True, "the stored gradient is gone after the pass");
+            Assert.That(copies[0].IsInvalid, Is.False);
+            Assert.That(copies[0].shape, Is.EqualTo(new long[] { 2, 2 }));
+            copies[0].Dispose();
+        }
+
         [Test]
         public void AnAliasDetachedFromTheScopeOrACloneSurvives()
         {

@@ -10,6 +10,7 @@ namespace TorchHooks.Tests.Autocast
 {
     /// <summary>Autocast changes what libtorch computes, and mixed-precision training converges.</summary>
     [TestFixture]
+    [Category("Slow")]   // training loops in three precisions: left out by --filter "TestCategory!=Slow" (README)
     public class AmpTrainingTests : AutocastTestBase
     {
         [Test]

@@ -18,6 +18,7 @@ namespace TorchHooks.Tests.Build
     /// second, run concurrently, all the invalid ones (each allowed to fail on its own).
     /// </summary>
     [TestFixture]
+    [Category("Slow")]   // MSBuild evaluations: left out by --filter "TestCategory!=Slow" (README)
     public sealed class BackendSelectionTests
     {
         private static string TestProject => Path.Combine(BuildTestSupport.RepoRoot, "tests", "TorchHooks.Tests", "TorchHooks.Tests.csproj");

@@ -22,6 +22,7 @@ namespace TorchHooks.Tests.Build
     /// libfake with only GLIBCXX_3.4.30, standing in for Debian 12's libstdc++.
     /// </summary>
     [TestFixture]
+    [Category("Slow")]   // compiles native test libraries, runs MSBuild tasks: left out by --filter "TestCategory!=Slow" (README)
     [NonParallelizable] // dlopen state is process-wide
     public sealed class ElfVersionNeedsTests
     {

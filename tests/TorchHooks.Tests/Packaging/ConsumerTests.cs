@@ -11,13 +11,16 @@ namespace TorchHooks.Tests.Packaging;
 
 /// <summary>
 /// TorchHooks as a user gets it: fresh projects in a temporary folder outside the repository (no
-/// Directory.Build.*, no Directory.Packages.props), referencing the freshly packed TorchHooks from a local
-/// folder source plus TorchSharp and libtorch-cpu-linux-x64 from the machine's default source. They build,
+/// Directory.Build.*, no Directory.Packages.props), made by <c>dotnet new console</c> / <c>classlib</c> and the
+/// install lines of README.md's "Use it in your project", read from README.md and run as written (the freshly
+/// packed feed stands for the README's package folder): the local folder source in the workspace's nuget.config,
+/// TorchHooks at the floating version, TorchSharp and libtorch-cpu-linux-x64 from the machine's default source. They build,
 /// run a hooked model on this machine with no manual step, and a project that references the first one
 /// gets the native fix too. NuGet restores into a private packages folder (the global cache is read as a
 /// fallback folder only), so the test leaves nothing in the user's NuGet cache.
 /// </summary>
 [TestFixture]
+[Category("Slow")]   // packs and builds users' projects: left out by --filter "TestCategory!=Slow" (README)
 [NonParallelizable]
 public class ConsumerTests
 {
@@ -81,14 +84,27 @@ using var y = m.call(torch.ones(5, 4));
 Console.WriteLine($""through Lib: shape={string.Join(""x"", y.shape)} act hook fired={count()}"");
 ";
 
+    /// <summary>README.md's install lines: the pack line, and the lines run in the user's project (or solution) folder.</summary>
+    internal static (string[] Pack, string[] Install) ReadmeLines()
+    {
+        var blocks = DocLines.Blocks("README.md", "## Use it in your project");
+        Assert.That(blocks, Has.Count.EqualTo(2), "README's 'Use it in your project': a pack block and an install block");
+        return (blocks[0], blocks[1]);
+    }
+
     [OneTimeSetUp]
     public void CreateAndBuildConsumers()
     {
-        _root = new UserWorkspace("torchhooks-consumer");
+        _root = new UserWorkspace("torchhooks-consumer", feedConfig: false);
         _packages = _root.Packages;
         _globalPackages = _root.GlobalPackages;
-        WriteProject("App", "Exe", AppProgram, "Program.cs", torchHooks: true, runtime: true);
-        WriteProject("Lib", "Library", LibSource, "Models.cs", torchHooks: true, runtime: false);
+        var (pack, install) = ReadmeLines();
+        // The pack line is what LocalFeed ran (with --no-build and one suffix for both packages).
+        Assert.That(pack, Is.EqualTo(new[] { $"dotnet pack src/TorchHooks -o {DocLines.PackageFolder}" }));
+        // The source lines make the workspace (the solution's folder) see the feed; the package lines go into each project.
+        _root.RunDocLines(_root.Path, install.Where(l => !l.StartsWith("dotnet add package", StringComparison.Ordinal)));
+        NewProject("App", "console", AppProgram, "Program.cs", install);
+        NewProject("Lib", "classlib", LibSource, "Models.cs", install);
         WriteProject("App2", "Exe", App2Program, "Program.cs", torchHooks: false, runtime: true, projectReference: "../Lib/Lib.csproj");
 
         _appBuild = Dotnet("build", "App/App.csproj");
@@ -97,6 +113,16 @@ Console.WriteLine($""through Lib: shape={string.Join(""x"", y.shape)} act hook f
 
     [OneTimeTearDown]
     public void Cleanup() => _root?.Dispose();
+
+    /// <summary>A project made by <c>dotnet new</c>, given its packages by README's <c>dotnet add package</c> lines.</summary>
+    private void NewProject(string name, string template, string source, string file, string[] install)
+    {
+        string dir = _root.Sub(name);
+        _root.RunDocLines(dir, new[] { $"dotnet new {template} -n {name} -o ." });
+        foreach (var f in Directory.GetFiles(dir, "*.cs")) File.Delete(f);
+        File.WriteAllText(Path.Combine(dir, file), source);
+        _root.RunDocLines(dir, install.Where(l => l.StartsWith("dotnet add package", StringComparison.Ordinal)));
+    }
 
     private void WriteProject(string name, string outputType, string source, string file, bool torchHooks, bool runtime, string? projectReference = null)
     {
@@ -211,6 +237,17 @@ Console.WriteLine($""through Lib: shape={string.Join(""x"", y.shape)} act hook f
             }).GetAwaiter().GetResult();
         Assert.That(refused.ExitCode, Is.Not.EqualTo(0));
         Assert.That(refused.StdErr, Does.Contain("GLIBCXX_3.4.32").And.Contain("not a missing package").And.Contain("reference the TorchHooks package"));
+    }
+
+    [Test, Description("README's lines give a floating version, so the newest pack is taken (issue 20 item 1: an exact pin never updated)")]
+    public void Readme_lines_reference_the_newest_pack_at_a_floating_version()
+    {
+        string csproj = File.ReadAllText(Path.Combine(_root.Path, "App", "App.csproj"));
+        Assert.That(csproj, Does.Contain(@"<PackageReference Include=""TorchHooks"" Version=""0.2.0-*"" />"));
+        string assets = File.ReadAllText(Path.Combine(_root.Path, "App", "obj", "project.assets.json"));
+        Assert.That(assets, Does.Contain($"\"TorchHooks/{LocalFeed.Version}\""), "resolved to the pack of this run");
+        Assert.That(File.ReadAllText(Path.Combine(_root.Path, "nuget.config")), Does.Contain(LocalFeed.Folder).And.Not.Contain("<clear"),
+            "the source is in the workspace's config, and the machine's sources stay");
     }
 
     [Test, Description("Nothing of the test lands in the user's NuGet cache: TorchHooks was restored into the private folder")]

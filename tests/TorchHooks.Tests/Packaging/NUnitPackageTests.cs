@@ -7,6 +7,7 @@ namespace TorchHooks.Tests.Packaging;
 
 /// <summary>The packed TorchHooks.NUnit.nupkg: layout, metadata and its dependencies (docs/packaging.md).</summary>
 [TestFixture]
+[Category("Slow")]   // packs the package: left out by --filter "TestCategory!=Slow" (README)
 [NonParallelizable]
 public class NUnitPackageTests
 {
@@ -43,11 +44,31 @@ public class NUnitPackageTests
         Assert.That(Meta("description"), Does.Contain("Matches.Snapshot").And.Contain("never in CI"));
     }
 
+#if DEBUG
+    private const string Configuration = "Debug";
+#else
+    private const string Configuration = "Release";
+#endif
+
+    [Test, Description("Issue 20 item 2: packed alone (no shared suffix), it would depend on a TorchHooks that was never packed (NU1102); the pack is refused, giving the lines that work")]
+    public void Lone_pack_without_a_shared_suffix_is_refused_with_the_lines_that_work()
+    {
+        using var dir = new TorchHooks.Tests.Build.BuildTestSupport.TempDir("torchhooks-lone-pack");
+        var r = TorchHooks.Tests.Build.BuildTestSupport.RunAsync(TorchHooks.Tests.Build.BuildTestSupport.DotNet,
+            new[] { "pack", Path.Combine("src", "TorchHooks.NUnit"), "-o", dir.Path, "-c", Configuration, "--no-build", "-nologo" },
+            TorchHooks.Tests.Build.BuildTestSupport.RepoRoot, cleanMSBuildEnvironment: true, timeoutSeconds: 300).GetAwaiter().GetResult();
+        Assert.That(r.ExitCode, Is.Not.EqualTo(0), r.Output);
+        Assert.That(r.Output, Does.Contain("Pack TorchHooks.NUnit together with TorchHooks, with one version suffix")
+            .And.Contain("dotnet pack src/TorchHooks -o <folder> -p:VersionSuffix=$suffix")
+            .And.Contain("suffix=local.$(date -u +%Y%m%d%H%M%S)"));
+        Assert.That(Directory.GetFiles(dir.Path, "*.nupkg"), Is.Empty, "no broken package is left behind");
+    }
+
     [Test]
     public void Depends_on_the_TorchHooks_packed_beside_it_and_NUnit_4()
     {
         var deps = Metadata().Descendants().Where(e => e.Name.LocalName == "dependency")
             .Select(e => (Id: e.Attribute("id")!.Value, Version: e.Attribute("version")!.Value)).OrderBy(d => d.Id).ToList();
-        Assert.That(deps, Is.EqualTo(new[] { ("NUnit", "4.4.0"), ("TorchHooks", LocalFeed.Version) }));
+        Assert.That(deps, Is.EqualTo(new[] { ("NUnit", "4.0.1"), ("TorchHooks", LocalFeed.Version) }), "the lowest NUnit 4 (4.0.0 was never listed), so any NUnit 4 project adds it without NU1605");
     }
 }

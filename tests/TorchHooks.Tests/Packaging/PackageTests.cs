@@ -7,6 +7,7 @@ namespace TorchHooks.Tests.Packaging;
 
 /// <summary>The packed TorchHooks.nupkg: layout and metadata (docs/packaging.md).</summary>
 [TestFixture]
+[Category("Slow")]   // packs the package: left out by --filter "TestCategory!=Slow" (README)
 [NonParallelizable]
 public class PackageTests
 {

@@ -9,15 +9,18 @@ using TorchHooks.Tests.Build;
 namespace TorchHooks.Tests.Packaging;
 
 /// <summary>
-/// TorchHooks.NUnit as a user gets it: an NUnit test project in a temporary folder outside the repository
-/// references the packed TorchHooks.NUnit (which brings TorchHooks and NUnit) from a local folder source, guards a
-/// small model with the one-line assertion, and runs `dotnet test`: the first run creates the snapshot and passes,
+/// TorchHooks.NUnit as a user gets it: an NUnit test project in a temporary folder outside the repository, made by
+/// the lines of docs/snapshots.md's "Add it to an NUnit project" read from the file and run as written
+/// (<c>dotnet new nunit</c>, whose NUnit 4.3.2 must take TorchHooks.NUnit without NU1605; the local folder source;
+/// <c>dotnet add package TorchHooks.NUnit</c>), guards a small model with the one-line assertion, and runs
+/// `dotnet test`: the first run creates the snapshot, says so at dotnet test's normal verbosity, and passes,
 /// a planted change (a wider hidden layer, switched by an environment variable so the project is built once) fails
 /// naming the first divergent module. One restore+build, two test runs (CI=true on a missing snapshot is covered
 /// in Snapshots/SnapshotTests.cs).
 /// NuGet restores into a private packages folder (the user's cache is only a fallback folder).
 /// </summary>
 [TestFixture]
+[Category("Slow")]   // packs, builds and tests a user's NUnit project: left out by --filter "TestCategory!=Slow" (README)
 [NonParallelizable]
 public class SnapshotConsumerTests
 {
@@ -61,23 +64,27 @@ sealed class Mlp : nn.Module<Tensor, Tensor>
     [OneTimeSetUp]
     public void CreateAndBuildConsumer()
     {
-        _root = new UserWorkspace("torchhooks-nunit-consumer");
+        _root = new UserWorkspace("torchhooks-nunit-consumer", feedConfig: false);
         _project = _root.Sub("ModelTests");
-        File.WriteAllText(Path.Combine(_project, "ModelTests.csproj"), $@"<Project Sdk=""Microsoft.NET.Sdk"">
-  <PropertyGroup>
-    <TargetFramework>net10.0</TargetFramework>
-    <Nullable>enable</Nullable>
-    <IsPackable>false</IsPackable>
-  </PropertyGroup>
-  <ItemGroup>
-    <PackageReference Include=""TorchHooks.NUnit"" Version=""{LocalFeed.Version}"" />
-    <PackageReference Include=""libtorch-cpu-linux-x64"" Version=""2.10.0"" />
-    <PackageReference Include=""NUnit3TestAdapter"" Version=""5.2.0"" />
-    <PackageReference Include=""Microsoft.NET.Test.Sdk"" Version=""18.0.1"" />
-  </ItemGroup>
-</Project>
-");
+        var (pack, install) = DocsLines();
+        // The pack lines are what LocalFeed ran: both packages, one suffix.
+        Assert.That(pack, Is.EqualTo(new[]
+        {
+            "suffix=local.$(date -u +%Y%m%d%H%M%S)",
+            $"dotnet pack src/TorchHooks -o {DocLines.PackageFolder} -p:VersionSuffix=$suffix",
+            $"dotnet pack src/TorchHooks.NUnit -o {DocLines.PackageFolder} -p:VersionSuffix=$suffix",
+        }));
+        _root.RunDocLines(_project, install);
+        File.Delete(Path.Combine(_project, "UnitTest1.cs"));   // the template's own test
         File.WriteAllText(Path.Combine(_project, "ModelTests.cs"), TestSource);
+    }
+
+    /// <summary>docs/snapshots.md's install lines: the pack block and the lines run in the test project's folder.</summary>
+    internal static (string[] Pack, string[] Install) DocsLines()
+    {
+        var blocks = DocLines.Blocks("docs/snapshots.md", "## Add it to an NUnit project");
+        Assert.That(blocks, Has.Count.EqualTo(2), "docs/snapshots.md's 'Add it to an NUnit project': a pack block and an install block");
+        return (blocks[0], blocks[1]);
     }
 
     [OneTimeTearDown]
@@ -92,12 +99,18 @@ sealed class Mlp : nn.Module<Tensor, Tensor>
         var local = new Dictionary<string, string?> { ["CI"] = "false", ["TORCHHOOKS_UPDATE_SNAPSHOTS"] = "0", ["PLANTED_CHANGE"] = "0" };
         var build = Dotnet(local, "build");
         Assert.That(build.ExitCode, Is.EqualTo(0), build.Output);
+        Assert.That(build.Output, Does.Not.Contain("NU1605").And.Not.Contain("NU1102"), "dotnet new nunit's NUnit takes TorchHooks.NUnit as it is");
+        string csproj = File.ReadAllText(Path.Combine(_project, "ModelTests.csproj"));
+        Assert.That(csproj, Does.Contain(@"<PackageReference Include=""NUnit"" Version=""4.3.2"" />"), "the template's own NUnit pin is kept");
+        Assert.That(csproj, Does.Contain(@"<PackageReference Include=""TorchHooks.NUnit"" Version=""0.2.0-*"" />"));
 
         string snapshot = Path.Combine(_project, "__snapshots__", "ModelTests.mlp.json");
         var first = Dotnet(local, "test", "--no-build");
         Assert.That(first.ExitCode, Is.EqualTo(0), first.Output);
         Assert.That(File.Exists(snapshot), Is.True, "created next to the test's source file");
         Assert.That(File.ReadAllText(snapshot), Does.Contain("\"path\": \"fc1\"").And.Contain("\"type\": \"Linear\""));
+        Assert.That(first.StdOut, Does.Contain($"TorchHooks.NUnit: created snapshot \"mlp\" at {snapshot}: review and commit it."),
+            "shown at dotnet test's normal verbosity (issue 20 item 8)");
 
         var planted = Dotnet(new Dictionary<string, string?>(local) { ["PLANTED_CHANGE"] = "1" }, "test", "--no-build");
         TestContext.Out.WriteLine(planted.StdOut);

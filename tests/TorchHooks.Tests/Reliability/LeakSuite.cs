@@ -14,6 +14,7 @@ namespace TorchHooks.Tests.Reliability
     /// are dropped are collected. Figures: docs/reliability.md.
     /// </summary>
     [TestFixture]
+    [Category("Slow")]   // long-run leak checks (a minute here): left out by --filter "TestCategory!=Slow" (README)
     public class LeakSuite
     {
         [SetUp]

@@ -38,7 +38,7 @@ namespace TorchHooks.Tests.Reliability
                 "Pass a hook delegate, e.g. (m, x) => null. (Parameter 'hook')",
                 () => Model()["enc"].register_forward_hook(null!));
             yield return Row("hook of the wrong signature", typeof(ArgumentException),
-                "The forward hook (register_forward_hook<Tensor, (Tensor, Tensor)>, for Tensor → (Tensor, Tensor)) does not fit module 'enc' (Linear), which is a Module<Tensor, Tensor>. Register a hook of that signature, e.g. with explicit type arguments matching Module<Tensor, Tensor>. (Parameter 'hook')",
+                "The forward hook (register_forward_hook<Tensor, (Tensor, Tensor)>, for Tensor → (Tensor, Tensor)) does not fit module 'enc' (Linear), which is a Module<Tensor, Tensor>. Register a hook of that signature: get the module's typed hook point with m.At(module) (the lambda then takes its types from the module), or give explicit type arguments matching Module<Tensor, Tensor>. (Parameter 'hook')",
                 () => Model()["enc"].register_forward_hook<Tensor, (Tensor, Tensor)>((mod, x, y) => null));
             yield return Row("null precision policy", typeof(ArgumentNullException),
                 "Pass PrecisionPolicy.Autocast(...) or PrecisionPolicy.Float32(); remove the returned handle to clear it. (Parameter 'policy')",
@@ -52,6 +52,15 @@ namespace TorchHooks.Tests.Reliability
             yield return Row("ModuleCallInfo.Current outside a call", typeof(InvalidOperationException),
                 "ModuleCallInfo.Current is read inside a hook (or the forward of a module with hooks); no hooked module call is under way on this thread. Use ModuleCallInfo.CurrentOrNull where there may be none.",
                 () => _ = ModuleCallInfo.Current);
+            yield return Row("ModuleCallInfo.Current?.Path outside a call (compiles: a class)", typeof(InvalidOperationException),
+                "ModuleCallInfo.Current is read inside a hook (or the forward of a module with hooks); no hooked module call is under way on this thread. Use ModuleCallInfo.CurrentOrNull where there may be none.",
+                () => _ = ModuleCallInfo.Current?.Path);
+            yield return Row("hooking a ModuleList (children listed, not grandchildren)", typeof(ArgumentException),
+                "Module 'blocks' (ModuleList<Module<Tensor, Tensor>>) has no forward, so hooks on it would never fire (as in PyTorch, where they silently don't). Hook its children instead: 'blocks.0', 'blocks.1'. (Parameter 'path')",
+                () => _ = new Blocks().WithHooks()["blocks"]);
+            yield return Row("hook on a disposed facade", typeof(ObjectDisposedException),
+                "This facade of a Sequential was disposed. Disposing a facade leaves the model, its parameters and its hooks alone; call the model itself, or model.WithHooks() for a new facade.\nObject name: 'HookedModule(Sequential)'.",
+                () => { var m = Model(); m.Dispose(); m["enc"].register_forward_hook((mod, x, y) => null); });
             yield return Row("call through a disposed facade", typeof(ObjectDisposedException),
                 "This facade of a Sequential was disposed. Disposing a facade leaves the model, its parameters and its hooks alone; call the model itself, or model.WithHooks() for a new facade.\nObject name: 'HookedModule(Sequential)'.",
                 () => { var m = Model(); m.Dispose(); using var x = ones(1, 2); m.call(x); });
@@ -68,7 +77,7 @@ namespace TorchHooks.Tests.Reliability
                 "The forward pre-hook #0 of module 'dec' (Linear) returned a disposed tensor as the module's input. Return a live tensor (a new result, or x.alias()); a tensor in a 'using' inside the hook is disposed when the hook returns.\nObject name: 'Tensor'.",
                 () => { var m = Model(); m["dec"].register_forward_pre_hook((mod, x) => { var z = x.alias(); z.Dispose(); return z; }); using var x = ones(1, 2); m.call(x); });
             yield return Row("hook's replacement breaks the next layer", typeof(InvalidOperationException),
-                "libtorch rejected a value after a hook replaced one: the forward hook #0 of module 'enc' (Linear) returned a Float32 tensor of shape [1, 5] as the module's output, and the model then failed with: mat1 and mat2 shapes cannot be multiplied (1x5 and 2x2) Check that the hook's replacement has the shape, dtype and device the next layer expects.",
+                "libtorch rejected a value after a hook replaced one: the forward hook #0 of module 'enc' (Linear) returned a Float32 tensor of shape [1, 5] as the module's output, and the model then failed with: mat1 and mat2 shapes cannot be multiplied (1x5 and 2x2). Check that the hook's replacement has the shape, dtype and device the next layer expects.",
                 () => { var m = Model(); m["enc"].register_forward_hook((mod, x, y) => zeros(1, 5)); using var x = ones(1, 2); m.call(x); });
             yield return Row("unbounded recursion from a hook", typeof(InvalidOperationException),
                 $"Module 'enc' (Linear) was called 1000 hooked calls deep on this thread, the limit (ThreadCallState.MaxCallDepth = 1000). A hook or forward that calls the model again needs a bound (e.g. a flag that skips the nested call); unbounded, it would overflow the stack and end the process.",
@@ -85,6 +94,14 @@ namespace TorchHooks.Tests.Reliability
             yield return Row("GradScaler.unscale_ with float16 gradients", typeof(InvalidOperationException),
                 "Attempting to unscale FP16 gradients. Keep the parameters in float32 (autocast casts them to float16 per op) so that their gradients are float32. No gradient was unscaled.",
                 () => { using var p = new Parameter(ones(2, dtype: float16)); p.grad = ones(2, dtype: float16); var opt = optim.SGD(new[] { p }, 0.1); var s = new GradScaler(); using (var l = ones(1)) using (s.scale(l)) { } s.unscale_(opt); });
+        }
+
+        /// <summary>A ModuleList whose first entry has children of its own (which the message must not list).</summary>
+        private sealed class Blocks : nn.Module<Tensor, Tensor>
+        {
+            private readonly ModuleList<nn.Module<Tensor, Tensor>> blocks = new(nn.Sequential(nn.Linear(2, 2), nn.ReLU()), nn.Linear(2, 2));
+            public Blocks() : base(nameof(Blocks)) { RegisterComponents(); }
+            public override Tensor forward(Tensor x) => blocks[1].call(blocks[0].call(x));
         }
 
         /// <summary>Runs on a fresh thread with a large stack; rethrows its exception here.</summary>

@@ -17,7 +17,7 @@ namespace TorchHooks.Tests.Snapshots
     /// and reads the environment through the constraint's seam (no CI unless the test says so).
     /// </summary>
     [TestFixture]
-    public class SnapshotTests
+    public partial class SnapshotTests
     {
         private string _dir = null!;
 
