@@ -97,8 +97,7 @@ namespace TorchHooks.Tests.Reliability
             using var x = randn(2, 4);
             var before = AutocastState.Capture();
             // The live-tensor count is process-wide: let earlier tests' garbage be finalized before the baseline.
-            GC.Collect(); GC.WaitForPendingFinalizers(); GC.Collect();
-            long tensorsBefore = Tensor.TotalCount;
+            long tensorsBefore = LiveTensors.Settle();
             var sites = Enum.GetValues<Site>();
             int faults = 0, caughtInside = 0;
             var perSite = sites.ToDictionary(s => s, _ => 0);
