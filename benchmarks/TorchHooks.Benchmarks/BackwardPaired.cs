@@ -78,13 +78,7 @@ namespace TorchHooks.Benchmarks
             }
         }
 
-        public static int Run(string[] args)
-        {
-            int rounds = int.TryParse(DocsRun.Arg(args, "--rounds"), out var r) && r > 0 ? r : 21;
-            var result = Measure(DocsRun.FindRepoRoot(), python: !args.Contains("--no-python"), rounds, number: 200, log: true);
-            Console.WriteLine(Markdown(result));
-            return 0;
-        }
+        public static int Run(string[] args) => DocsRun.RunPaired(args, 21, 200, Measure, Markdown);
 
         public static Result Measure(string root, bool python, int rounds, int number, bool log)
         {

@@ -364,6 +364,20 @@ namespace TorchHooks.Benchmarks
             return done;
         }
 
+        /// <summary>
+        /// The command-line entry of a paired runner (<c>--tracing-paired</c>, <c>--backward-paired</c>): its rounds
+        /// (<c>--rounds N</c>, else <paramref name="defaultRounds"/>), PyTorch's side unless <c>--no-python</c>, and its
+        /// markdown printed.
+        /// </summary>
+        internal static int RunPaired<TResult>(string[] args, int defaultRounds, int number,
+            Func<string, bool, int, int, bool, TResult> measure, Func<TResult, string> markdown)
+        {
+            int rounds = int.TryParse(Arg(args, "--rounds"), out var r) && r > 0 ? r : defaultRounds;
+            var result = measure(FindRepoRoot(), !args.Contains("--no-python"), rounds, number, true);
+            Console.WriteLine(markdown(result));
+            return 0;
+        }
+
         internal static string? Arg(string[] args, string name)
         {
             int i = Array.IndexOf(args, name);

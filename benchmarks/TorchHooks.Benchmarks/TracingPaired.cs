@@ -66,13 +66,7 @@ namespace TorchHooks.Benchmarks
             }
         }
 
-        public static int Run(string[] args)
-        {
-            int rounds = int.TryParse(Arg(args, "--rounds"), out var r) && r > 0 ? r : 41;
-            var result = Measure(DocsRun.FindRepoRoot(), python: !args.Contains("--no-python"), rounds, number: 2000, log: true);
-            Console.WriteLine(Markdown(result, heading: false));
-            return 0;
-        }
+        public static int Run(string[] args) => DocsRun.RunPaired(args, 41, 2000, Measure, r => Markdown(r, heading: false));
 
         /// <summary>Runs the C# cases and, alternating with them, the PyTorch script's profiler rounds.</summary>
         public static Result Measure(string root, bool python, int rounds, int number, bool log)
@@ -198,12 +192,6 @@ namespace TorchHooks.Benchmarks
 
         /// <summary>Section 6 of docs/benchmarks.md and its goal row, for <see cref="Report.Render"/>.</summary>
         internal static PairedSection Section(Result r) => new(Title, Markdown(r, heading: false), new[] { GoalOf(r) });
-
-        private static string? Arg(string[] args, string name)
-        {
-            int i = Array.IndexOf(args, name);
-            return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
-        }
 
         /// <summary>benchmarks/pytorch_hook_cost.py --serve-profiler (or another --serve-* mode) as a child process: one round per request.</summary>
         internal sealed class ProfilerProcess : IDisposable
