@@ -32,7 +32,7 @@ namespace TorchHooks
         internal static readonly NativeSymbol WrapOutputsSymbol = C("void THSAutograd_Function_wrapOutputs(TensorArray vars, TensorArray nonDiff, TensorArray dirty, TensorArray outputs, CSharpNodePtr node, Tensor* (*allocator)(size_t))", "THSAutograd_Function_wrapOutputs");
         internal static readonly NativeSymbol TensorDisposeSymbol = C("void THSTensor_dispose(Tensor tensor)", "THSTensor_dispose");
         internal static readonly NativeSymbol LastErrorSymbol = C("const char* THSTorch_get_and_reset_last_err()", "THSTorch_get_and_reset_last_err");
-        internal static readonly NativeSymbol RequiresGradSymbol = C("bool THSTensor_requires_grad(const Tensor tensor)", "THSTensor_requires_grad");
+        internal static readonly NativeSymbol RequiresGradSymbol = C("int THSTensor_requires_grad(const Tensor tensor)", "THSTensor_requires_grad");
         internal static readonly NativeSymbol GradEnabledSymbol = C("bool THSAutograd_isGradEnabled()", "THSAutograd_isGradEnabled");
 
         /// <summary>Every export bound here, in binding order (each also a field above, so the export tests list it).</summary>
@@ -66,7 +66,7 @@ namespace TorchHooks
         internal static delegate* unmanaged[Cdecl]<TensorArray, TensorArray, TensorArray, TensorArray, NodePtr, delegate* unmanaged[Cdecl]<nuint, IntPtr>, void> WrapOutputs;
         internal static delegate* unmanaged[Cdecl]<IntPtr, void> TensorDispose;
         private static delegate* unmanaged[Cdecl, SuppressGCTransition]<IntPtr> s_lastError;
-        private static delegate* unmanaged[Cdecl, SuppressGCTransition]<IntPtr, byte> s_requiresGrad;
+        private static delegate* unmanaged[Cdecl, SuppressGCTransition]<IntPtr, int> s_requiresGrad;
         private static delegate* unmanaged[Cdecl, SuppressGCTransition]<byte> s_gradEnabled;
 
         private static readonly string? s_missing = Bind();
@@ -98,7 +98,7 @@ namespace TorchHooks
                 WrapOutputs = (delegate* unmanaged[Cdecl]<TensorArray, TensorArray, TensorArray, TensorArray, NodePtr, delegate* unmanaged[Cdecl]<nuint, IntPtr>, void>)found[5];
                 TensorDispose = (delegate* unmanaged[Cdecl]<IntPtr, void>)found[6];
                 s_lastError = (delegate* unmanaged[Cdecl, SuppressGCTransition]<IntPtr>)found[7];
-                s_requiresGrad = (delegate* unmanaged[Cdecl, SuppressGCTransition]<IntPtr, byte>)found[8];
+                s_requiresGrad = (delegate* unmanaged[Cdecl, SuppressGCTransition]<IntPtr, int>)found[8];
                 s_gradEnabled = (delegate* unmanaged[Cdecl, SuppressGCTransition]<byte>)found[9];
                 return null;
             }
