@@ -160,7 +160,7 @@ namespace TorchHooks
             var here = CallStack.Mark();
             // Calls that threw and were caught (inside a parent's forward, or around a direct call) are finished
             // first: their always_call hooks run and their precision regions close before this module runs.
-            if (stack is { Count: > 0 }) stack.FinishAbandoned(here);
+            if (stack is { Count: > 0 }) stack.FinishAbandoned(here, node);
 
             // Fast path: no concern active for this module and none everywhere (the dispatcher checks this inline too).
             int active = node.ActiveConcerns | CallPath.ConcernsActiveEverywhere;
@@ -194,7 +194,7 @@ namespace TorchHooks
             int index = stack.Find(node);
             if (index < 0)                                                 // this call took the fast path:
             {
-                stack.FinishAbandoned(CallStack.Mark());                   // calls left open inside it threw, and were caught
+                stack.FinishAbandoned(CallStack.Mark(), node);             // calls left open inside it threw, and were caught
                 if (stack.Count == 0 && stack.FacadeDepth == 0) stack.EndPass();
                 return result;
             }

@@ -25,6 +25,8 @@ namespace TorchHooks
         public nuint StackMark;
         /// <summary>The concerns taking part in this call (bit <see cref="CallConcern.Slot"/> of each), fixed when it begins.</summary>
         public int Concerns;
+        /// <summary><see cref="CallStack.Throws"/> when the call began: the call can have been abandoned only if it changed since.</summary>
+        public int ThrowsAtPush;
         private readonly CallState?[] _states = new CallState?[CallPath.Concerns.Length];
 
         /// <summary>
@@ -45,7 +47,7 @@ namespace TorchHooks
             // Only the concerns that took part in this call have state to forget.
             for (int bits = Concerns, slot = 0; bits != 0; bits >>= 1, slot++)
                 if ((bits & 1) != 0) _states[slot]?.Clear();
-            Node = null!; CallIndex = 0; Concerns = 0; StackMark = 0; IsRecomputation = false;
+            Node = null!; CallIndex = 0; Concerns = 0; StackMark = 0; ThrowsAtPush = 0; IsRecomputation = false;
         }
     }
 
@@ -60,6 +62,15 @@ namespace TorchHooks
     /// <see cref="FinishAbandoned"/> uses that at the start and end of every module call of a wrapped tree while
     /// frames are open, so a failed call is finished (always_call hooks, precision region) before the next module
     /// runs — whether the exception was caught inside a parent's forward or outside a direct call.
+    /// <para>Stack addresses alone are not proof: the mark of a call is taken inside TorchSharp's pre-hook chain, which
+    /// for some signatures (and some JIT tiers) is deeper than the whole path down to a call nested in its forward
+    /// (seen: a two-input module's mark 48 bytes below a nested <c>Linear</c>'s post-hook, after tier-1 compilation),
+    /// and such a live call was finished as failed: its checkpoint, precision and always_call steps ran in the middle
+    /// of its forward. So a call counts as abandoned only if (1) an exception was thrown on the thread since it began
+    /// (<see cref="Throws"/>, counted by a first-chance exception handler — without one, no call can have been
+    /// skipped), (2) the current position is not deeper than its mark, and (3) either it is more than
+    /// <see cref="ChainMargin"/> shallower, or the module now calling is not a submodule of the call's module (a
+    /// nested call of a submodule within the margin is taken as nested).</para>
     /// </remarks>
     internal sealed class CallStack
     {
@@ -80,6 +91,29 @@ namespace TorchHooks
         public int FacadeDepth;
         /// <summary>The latest value a hook put in place of an input or output during the current facade call (for error messages).</summary>
         public Replacement LastReplacement;
+
+        /// <summary>
+        /// How many exceptions were thrown on this thread while hooked calls were under way (first chance: caught or
+        /// not). A frame records it when its call begins (<see cref="CallFrame.ThrowsAtPush"/>).
+        /// </summary>
+        public int Throws;
+
+        /// <summary>
+        /// The most by which a call's mark (taken in its pre-hook chain) can lie below the path to a call nested in its
+        /// forward: larger than any hook chain (a few hundred bytes), far smaller than any stack.
+        /// </summary>
+        internal const int ChainMargin = 4096;
+
+        private static int s_watching;
+
+        public CallStack()
+        {
+            if (Interlocked.Exchange(ref s_watching, 1) == 0)
+                AppDomain.CurrentDomain.FirstChanceException += static (_, _) =>
+                {
+                    if (t_current is { _count: > 0 } stack) stack.Throws++;
+                };
+        }
 
         public static CallStack Current => t_current ??= new CallStack();
         public static CallStack? CurrentOrNull => t_current;
@@ -110,7 +144,9 @@ namespace TorchHooks
         {
             if (_count == _frames.Length) Array.Resize(ref _frames, _count * 2);
             if (_count == 0) Interlocked.Increment(ref s_threadsWithFrames);
-            return _frames[_count++] ??= new CallFrame();
+            var frame = _frames[_count++] ??= new CallFrame();
+            frame.ThrowsAtPush = Throws;
+            return frame;
         }
 
         /// <summary>
@@ -175,23 +211,50 @@ namespace TorchHooks
         }
 
         /// <summary>
-        /// Finishes, as failed, the calls whose frames are at or above stack position <paramref name="here"/> (a
-        /// <see cref="Mark"/> taken where a module call begins or ends): they began no deeper than here, so they
-        /// are over — they threw and the exception was caught. Returns whether any was finished.
+        /// Finishes, as failed, the calls that are over although their frames are still here: they threw and the
+        /// exception was caught (see the class remarks for how that is told). <paramref name="here"/> is a
+        /// <see cref="Mark"/> taken where a call of <paramref name="node"/> begins or ends. Returns whether any was finished.
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public bool FinishAbandoned(nuint here)
-            => _count != 0 && _frames[_count - 1].StackMark <= here && FinishAbandonedSlow(here);   // else: the top call is still under way
+        public bool FinishAbandoned(nuint here, HookPoint node)
+        {
+            if (_count == 0) return false;
+            var top = _frames[_count - 1];
+            // else: the top call is still under way (nothing thrown since it began, or we are deeper than its mark)
+            return top.ThrowsAtPush != Throws && top.StackMark <= here && FinishAbandonedSlow(here, node);
+        }
 
         [MethodImpl(MethodImplOptions.NoInlining)]
-        private bool FinishAbandonedSlow(nuint here)
+        private bool FinishAbandonedSlow(nuint here, HookPoint node)
         {
-            int keep = _count - 1;
-            while (keep > 0 && _frames[keep - 1].StackMark <= here) keep--;
+            int keep = _count;
+            while (keep > 0 && IsAbandoned(_frames[keep - 1], here, node)) keep--;
+            if (keep == _count) return false;
             var suppressed = new List<Exception>();
             Unwind(keep, suppressed);
             FailureReport.Warn(suppressed, null);
             return true;
+        }
+
+        /// <summary>Whether <paramref name="frame"/>'s call is over, seen from a call of <paramref name="node"/> at <paramref name="here"/>.</summary>
+        private bool IsAbandoned(CallFrame frame, nuint here, HookPoint node)
+        {
+            if (frame.ThrowsAtPush == Throws || frame.StackMark > here) return false;
+            if (here - frame.StackMark > ChainMargin) return true;
+            return !IsSubmodule(node.Module, frame.Node.Module);
+        }
+
+        /// <summary>Whether <paramref name="module"/> is a submodule (at any depth, not itself) of <paramref name="parent"/>.</summary>
+        private static bool IsSubmodule(torch.nn.Module module, torch.nn.Module parent)
+        {
+            if (ReferenceEquals(module, parent)) return false;
+            try
+            {
+                foreach (var m in parent.modules())
+                    if (ReferenceEquals(m, module)) return true;
+            }
+            catch (ObjectDisposedException) { }
+            return false;
         }
 
         /// <summary>

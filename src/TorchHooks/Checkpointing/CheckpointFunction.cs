@@ -170,18 +170,6 @@ namespace TorchHooks
             var replaced = result is ITuple ? (TResult)Activator.CreateInstance(typeof(TResult), outItems)! : (TResult)outItems[0]!;
             // The handles forward returned now stand for the same tensors as the node's outputs: drop them, unless
             // forward returned a tensor that lives on (an input, a parameter).
-            // libtorch gives every floating-point output of an executable node a gradient edge. One that comes back
-            // without would silently lose its gradients (seen once in a long test run: see docs/checkpointing.md,
-            // "Known defect"): refuse loudly instead.
-            for (int k = 0; k < wrapped.Count; k++)
-                if (!wrapped[k].requires_grad && wrapped[k].is_floating_point())
-                {
-                    for (int j = 0; j < wrapped.Count; j++) if (!ReferenceEquals(wrapped[j], made[j])) wrapped[j].Dispose();
-                    throw new InvalidOperationException(
-                        $"Checkpointed module '{Node.Path}' ({Node.Module.GetType().Name}): output {at[k]} came back from the " +
-                        "checkpoint node without a gradient edge, so its gradients would be lost. This is a known defect of " +
-                        "TorchHooks' checkpointing (docs/checkpointing.md, \"Known defect\"); do not checkpoint this module for now.");
-                }
             for (int k = 0; k < made.Count; k++)
                 if (made[k] is not TorchSharp.Modules.Parameter && !Array.Exists(vars, v => ReferenceEquals(v, made[k])) && !ReferenceEquals(made[k], wrapped[k]))
                     made[k].Dispose();

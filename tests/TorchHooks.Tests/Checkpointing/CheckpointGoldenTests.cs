@@ -82,7 +82,6 @@ namespace TorchHooks.Tests.Checkpointing
             return r;
         }
 
-        [Ignore("Known defect (docs/checkpointing.md): after other autograd tests in the same process the first output of this module comes back from the checkpoint node without a gradient edge; passes alone and in the fast filter, fails in the full run. Checkpointing now refuses that case loudly.")]
         [Test(Description = "upstream: test_utils.TestCheckpoint.test_checkpoint_rng_cpu's companions test_checkpoint_non_tensor_inputs_outputs / test_checkpoint_partial_grad: two inputs (one needs no grad), a tuple output with one output unused")]
         public void TwoInputsTupleOutputUnusedOutputMatchesPyTorch()
         {
