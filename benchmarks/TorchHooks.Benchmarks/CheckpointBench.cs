@@ -4,6 +4,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.IO;
 using System.Linq;
+using System.Text;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -31,6 +32,35 @@ namespace TorchHooks.Benchmarks
         private const int Blocks = 24, Segments = 5, Width = 128, Hidden = 512;
         private static readonly string[] Configs = { "none", "every-block", "sqrt-segments" };
 
+        /// <summary>The section's heading in docs/benchmarks.md.</summary>
+        public const string Title = "8. Activation checkpointing: training step memory and time (child process per configuration)";
+
+        public const string NoneCase = "none", EveryBlockCase = "every-block", SegmentsCase = "sqrt-segments", NothingCase = "nothing-checkpointed";
+
+        /// <summary>Every case this runner measures (for the goals' checks).</summary>
+        internal static IReadOnlyCollection<string> CaseKeys { get; } = new[] { NoneCase, EveryBlockCase, SegmentsCase, NothingCase };
+
+        /// <summary>Goals (issue 19): activation memory at least this much lower with every block checkpointed; step time at most this ratio.</summary>
+        public const double GoalMemoryCut = 0.5, GoalTimeRatio = 1.4;
+
+        /// <summary>One run: per configuration, each child's (wall ms, CPU ms, baseline MB, peak MB); the nothing-checkpointed probe.</summary>
+        public sealed class Result
+        {
+            public readonly Dictionary<string, List<(double Ms, double CpuMs, double BaseMb, double PeakMb)>> Children = Configs.ToDictionary(c => c, _ => new List<(double, double, double, double)>());
+            public int Rounds, Steps, Batch, Threads;
+            public bool MallocMmap;
+            public string LoadBefore = "", LoadAfter = "", CpuFlags = "";
+            public TimeSpan Elapsed;
+            public bool NothingInactive;
+            public int NothingModules;
+            public double NothingBareNs, NothingWrappedNs, NothingExtraNs;
+
+            public double Ms(string c) => Stat.Median(Children[c].Select(x => x.Ms));
+            public double Cpu(string c) => Stat.Median(Children[c].Select(x => x.CpuMs));
+            public double Act(string c) => Stat.Median(Children[c].Select(x => x.PeakMb - x.BaseMb));
+            public double MemCut(string c) => 1 - Act(c) / Act(NoneCase);
+        }
+
         public static int Run(string[] args)
         {
             int Arg(string name, int fallback) => args.SkipWhile(a => a != name).Skip(1).Select(a => int.TryParse(a, out var r) ? r : 0).FirstOrDefault() is var v && v > 0 ? v : fallback;
@@ -38,41 +68,76 @@ namespace TorchHooks.Benchmarks
             bool mmap = args.Contains("--malloc-mmap");
             var child = args.SkipWhile(a => a != "--child").Skip(1).FirstOrDefault();
             if (child is not null) return Child(child, steps, batch, threads);
+            var r = Measure(rounds, steps, batch, threads, mmap, log: true);
+            Console.WriteLine();
+            Console.WriteLine(Markdown(r));
+            return 0;
+        }
 
-            Console.WriteLine($"# Activation checkpointing: {Blocks}-block residual MLP (width {Width}, hidden {Hidden}, batch {batch}), {Segments} segments, Adam; {steps} steps per child, {rounds} rounds; " +
-                $"libtorch threads: {(threads > 0 ? threads.ToString() : "default")}; glibc malloc: {(mmap ? "MALLOC_MMAP_THRESHOLD_=131072 (static: freed tensors of 128 KB and more go back to the OS)" : "default (dynamic mmap threshold)")}");
-            Console.WriteLine($"load average before: {Machine.LoadAverage()}; CPU flags: {CpuFlags()}; {Environment.ProcessorCount} logical cores");
-            var results = Configs.ToDictionary(c => c, _ => new List<(double Ms, double CpuMs, double BaseMb, double PeakMb)>());
-            for (int r = 0; r < rounds; r++)
+        /// <summary>Runs the children (rounds alternate the configurations' order), then the nothing-checkpointed probe in this process.</summary>
+        public static Result Measure(int rounds, int steps, int batch, int threads, bool mmap, bool log)
+        {
+            var sw = Stopwatch.StartNew();
+            var r = new Result { Rounds = rounds, Steps = steps, Batch = batch, Threads = threads, MallocMmap = mmap, LoadBefore = Machine.LoadAverage(), CpuFlags = CpuFlags() };
+            if (log)
             {
-                var order = r % 2 == 0 ? Configs : Configs.Reverse().ToArray();
+                Console.WriteLine($"# Activation checkpointing: {Blocks}-block residual MLP (width {Width}, hidden {Hidden}, batch {batch}), {Segments} segments, Adam; {steps} steps per child, {rounds} rounds; " +
+                    $"libtorch threads: {(threads > 0 ? threads.ToString() : "default")}; glibc malloc: {(mmap ? "MALLOC_MMAP_THRESHOLD_=131072 (static: freed tensors of 128 KB and more go back to the OS)" : "default (dynamic mmap threshold)")}");
+                Console.WriteLine($"load average before: {r.LoadBefore}; CPU flags: {r.CpuFlags}; {Environment.ProcessorCount} logical cores");
+            }
+            for (int round = 0; round < rounds; round++)
+            {
+                var order = round % 2 == 0 ? Configs : Configs.Reverse().ToArray();
                 foreach (var config in order)
                 {
                     var line = RunChild(config, steps, batch, threads, mmap);
-                    var f = line.Split(' ').Select(s => double.Parse(s, CultureInfo.InvariantCulture)).ToArray();
-                    results[config].Add((f[0], f[1], f[2], f[3]));
-                    Console.WriteLine($"  round {r + 1} {config,-14} step {f[0],8:0.0} ms (CPU {f[1],8:0.0} ms)  baseline {f[2],7:0.0} MB  peak {f[3],7:0.0} MB  activations {f[3] - f[2],7:0.0} MB");
+                    var f = line.Split(' ').Select(x => double.Parse(x, CultureInfo.InvariantCulture)).ToArray();
+                    r.Children[config].Add((f[0], f[1], f[2], f[3]));
+                    if (log) Console.WriteLine($"  round {round + 1} {config,-14} step {f[0],8:0.0} ms (CPU {f[1],8:0.0} ms)  baseline {f[2],7:0.0} MB  peak {f[3],7:0.0} MB  activations {f[3] - f[2],7:0.0} MB");
                 }
             }
-            Console.WriteLine($"load average after: {Machine.LoadAverage()}");
+            NothingCheckpointed(r);
+            r.LoadAfter = Machine.LoadAverage();
+            r.Elapsed = sw.Elapsed;
+            if (log) Console.WriteLine($"load average after: {r.LoadAfter}");
+            return r;
+        }
 
-            double Ms(string c) => Stat.Median(results[c].Select(x => x.Ms));
-            double Cpu(string c) => Stat.Median(results[c].Select(x => x.CpuMs));
-            double Act(string c) => Stat.Median(results[c].Select(x => x.PeakMb - x.BaseMb));
-            Console.WriteLine();
-            Console.WriteLine("| Configuration | step time, wall (median) | × none | step CPU time (median) | × none | activation memory (peak RSS − baseline, median) | vs none |");
-            Console.WriteLine("|---|---|---|---|---|---|---|");
+        /// <summary>The goal rows: activation memory and step time with every block checkpointed, the √n segments (reported), nothing checkpointed.</summary>
+        internal static IReadOnlyList<GoalRow> GoalRows(Result r)
+        {
+            var inv = CultureInfo.InvariantCulture;
+            double memCut = r.MemCut(EveryBlockCase), wall = r.Ms(EveryBlockCase) / r.Ms(NoneCase), cpu = r.Cpu(EveryBlockCase) / r.Cpu(NoneCase);
+            return new[]
+            {
+                Goals.CheckpointMemory.Row(string.Create(inv, $"{memCut * 100:0}% lower ({r.Act(NoneCase):0} → {r.Act(EveryBlockCase):0} MB)"), memCut >= GoalMemoryCut),
+                Goals.CheckpointTime.Row(string.Create(inv, $"{wall:0.00}× ({r.Ms(NoneCase):0} → {r.Ms(EveryBlockCase):0} ms)"), wall <= GoalTimeRatio),
+                Goals.CheckpointCpuTime.Row(string.Create(inv, $"{cpu:0.00}× ({r.Cpu(NoneCase):0} → {r.Cpu(EveryBlockCase):0} ms)"), cpu <= GoalTimeRatio),
+                Goals.CheckpointSegments.Row(string.Create(inv, $"{r.MemCut(SegmentsCase) * 100:0}% lower / {r.Ms(SegmentsCase) / r.Ms(NoneCase):0.00}× wall / {r.Cpu(SegmentsCase) / r.Cpu(NoneCase):0.00}× CPU"), GoalState.Reported),
+                Goals.CheckpointNothing.Row(string.Create(inv, $"{r.NothingExtraNs:+0.0;−0.0} ns, concern {(r.NothingInactive ? "inactive" : "ACTIVE")} on all {r.NothingModules} modules"), r.NothingInactive),
+            };
+        }
+
+        internal static PairedSection Section(Result r) => new(Title, Markdown(r), GoalRows(r));
+
+        public static string Markdown(Result r)
+        {
+            var inv = CultureInfo.InvariantCulture;
+            var sb = new StringBuilder();
+            sb.AppendLine(string.Create(inv, $"A training step (forward, backward, Adam) of a {Blocks}-block residual MLP (width {Width}, hidden {Hidden}, GELU; blocks in {Segments} `Sequential` segments), batch {r.Batch}, through its facade: nothing checkpointed, every block checkpointed (`Paths = segments.*.*`), each of the √{Blocks} ≈ {Segments} segments checkpointed (`Paths = segments.*`). ") +
+                      string.Create(inv, $"Each configuration runs in its own child process ({r.Rounds} rounds, the order reversed on odd rounds; libtorch threads: {(r.Threads > 0 ? r.Threads.ToString(inv) : "libtorch's default")}; glibc malloc {(r.MallocMmap ? "with a static mmap threshold of 128 KB" : "as it comes")}), which reads its VmHWM after building the model, the optimizer and the data and running two batch-1 steps (parameters, gradients, Adam state: the baseline) and again after {r.Steps + 1} full steps; activation memory = the difference. ") +
+                      string.Create(inv, $"Step time: median over a child's steps (the first left out), then over rounds; wall clock and the process's CPU time (user + system). Load average {r.LoadBefore} before, {r.LoadAfter} after; CPU flags: {r.CpuFlags}; {r.Elapsed.TotalSeconds:0} s. Command: `dotnet run -c Release --project benchmarks/TorchHooks.Benchmarks -- --checkpoint-bench --threads {r.Threads}`."));
+            sb.AppendLine();
+            sb.AppendLine("| Configuration | step time, wall (median) | × none | step CPU time (median) | × none | activation memory (median) | vs none |");
+            sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|");
             foreach (var c in Configs)
-                Console.WriteLine($"| {c} | {Ms(c):0} ms | {Ms(c) / Ms("none"):0.00}× | {Cpu(c):0} ms | {Cpu(c) / Cpu("none"):0.00}× | {Act(c):0} MB | {(Act(c) / Act("none") - 1) * 100:+0;−0}% |");
-            Console.WriteLine();
-            double memCut = 1 - Act("every-block") / Act("none"), timeRatio = Ms("every-block") / Ms("none"), cpuRatio = Cpu("every-block") / Cpu("none");
-            Console.WriteLine("Goals rows (docs/benchmarks.md, \"Goals at a glance\"):");
-            Console.WriteLine($"| 7 | checkpointing, every block of a 24-block residual MLP: activation memory (VmHWM per child process) | ≥ 50% lower | {memCut * 100:0}% lower | {(memCut >= 0.5 ? "met" : "**missed**")} |");
-            Console.WriteLine($"| 7 | checkpointing, every block: training step time (wall) | ≤ 1.4× | {timeRatio:0.00}× | {(timeRatio <= 1.4 ? "met" : "**missed**")} |");
-            Console.WriteLine($"| 7 | checkpointing, every block: training step CPU time (process user + system) | ≤ 1.4× | {cpuRatio:0.00}× | {(cpuRatio <= 1.4 ? "met" : "**missed**")} |");
-            Console.WriteLine($"| 7 | checkpointing, √n segments ({Segments}): activation memory / step CPU time (reported) | — | {(1 - Act("sqrt-segments") / Act("none")) * 100:0}% lower / {Cpu("sqrt-segments") / Cpu("none"):0.00}× | |");
-            NothingCheckpointed();
-            return 0;
+                sb.AppendLine(string.Create(inv, $"| {c} | {r.Ms(c):0} ms | {r.Ms(c) / r.Ms(NoneCase):0.00}× | {r.Cpu(c):0} ms | {r.Cpu(c) / r.Cpu(NoneCase):0.00}× | {r.Act(c):0} MB | {(r.Act(c) / r.Act(NoneCase) - 1) * 100:+0;−0}% |"));
+            sb.AppendLine();
+            sb.AppendLine(string.Create(inv, $"Nothing checkpointed: the concern is inactive on all {r.NothingModules} modules of a wrapped tiny MLP: {r.NothingInactive} (no call-path bit, no dispatcher attached), so a module call runs TorchSharp's code only. Measured anyway, one thread, 41 paired rounds in alternating order: bare {r.NothingBareNs:0} ns, wrapped {r.NothingWrappedNs:0} ns per model call; median paired difference {r.NothingExtraNs:+0.0;−0.0} ns per module call (noise: the same code runs)."));
+            sb.AppendLine();
+            foreach (var g in GoalRows(r))
+                sb.AppendLine(g.State == GoalState.Reported ? $"**Reported:** {g.What}: {g.Measured}." : $"**Goal:** {g.What} {g.Target}: {g.Measured}, {(g.State == GoalState.Met ? "met" : g.State == GoalState.Missed ? "**missed**" : "inconclusive")}.");
+            return sb.ToString();
         }
 
         /// <summary>The residual MLP: segments.{s}.{i} are the blocks (a Sequential of blocks per segment), then head.</summary>
@@ -190,36 +255,39 @@ namespace TorchHooks.Benchmarks
         /// Nothing checkpointed: the concern's bit is clear on every module and the dispatchers are not attached, so a
         /// module call never enters the call path; measured: a small MLP's call, bare vs wrapped, alternating rounds, one thread.
         /// </summary>
-        private static void NothingCheckpointed()
+        private static void NothingCheckpointed(Result r)
         {
+            int threads = get_num_threads();
             set_num_threads(1);
-            var bare = Models.TinyMlp();
-            var wrappedModel = Models.TinyMlp();
-            var wrapped = wrappedModel.WithHooks();
-            bool inactive = wrapped.HookPoints().All(n => n.ActiveConcerns == 0 && !n.IsAttached && n.Checkpointing is null);
-            int modules = wrapped.HookPoints().Count;
-            using var x = randn(1, 8);
-            double Time(nn.Module<Tensor, Tensor> model)
+            try
             {
-                const int n = 2_000;
-                long t0 = Stopwatch.GetTimestamp();
-                for (int i = 0; i < n; i++) { using var y = model.call(x); }
-                return (Stopwatch.GetTimestamp() - t0) * 1e9 / Stopwatch.Frequency / n;
+                var bare = Models.TinyMlp();
+                var wrappedModel = Models.TinyMlp();
+                var wrapped = wrappedModel.WithHooks();
+                r.NothingInactive = wrapped.HookPoints().All(n => n.ActiveConcerns == 0 && !n.IsAttached && n.Checkpointing is null);
+                r.NothingModules = wrapped.HookPoints().Count;
+                using var x = randn(1, 8);
+                double Time(nn.Module<Tensor, Tensor> model)
+                {
+                    const int n = 2_000;
+                    long t0 = Stopwatch.GetTimestamp();
+                    for (int i = 0; i < n; i++) { using var y = model.call(x); }
+                    return (Stopwatch.GetTimestamp() - t0) * 1e9 / Stopwatch.Frequency / n;
+                }
+                var a = new List<double>(); var b = new List<double>(); var diff = new List<double>();
+                for (int i = 0; i < 5; i++) { Time(bare); Time(wrappedModel); }
+                for (int round = 0; round < 41; round++)   // paired rounds in alternating order: the difference of each pair, then the median
+                {
+                    double ta, tb;
+                    if (round % 2 == 0) { ta = Time(bare); tb = Time(wrappedModel); }
+                    else { tb = Time(wrappedModel); ta = Time(bare); }
+                    a.Add(ta); b.Add(tb); diff.Add(tb - ta);
+                }
+                r.NothingBareNs = Stat.Median(a);
+                r.NothingWrappedNs = Stat.Median(b);
+                r.NothingExtraNs = Stat.Median(diff) / r.NothingModules;
             }
-            var a = new List<double>(); var b = new List<double>(); var diff = new List<double>();
-            for (int i = 0; i < 5; i++) { Time(bare); Time(wrappedModel); }
-            for (int r = 0; r < 41; r++)   // paired rounds in alternating order: the difference of each pair, then the median
-            {
-                double ta, tb;
-                if (r % 2 == 0) { ta = Time(bare); tb = Time(wrappedModel); }
-                else { tb = Time(wrappedModel); ta = Time(bare); }
-                a.Add(ta); b.Add(tb); diff.Add(tb - ta);
-            }
-            double extra = Stat.Median(diff) / modules;
-            Console.WriteLine();
-            Console.WriteLine($"Nothing checkpointed: concern inactive on all {modules} modules of the wrapped model: {inactive} (no call-path bit, no dispatcher attached).");
-            Console.WriteLine($"  tiny MLP call, bare {Stat.Median(a):0} ns, wrapped with nothing checkpointed {Stat.Median(b):0} ns (medians of 41 paired rounds); median paired difference {extra:+0.0;−0.0} ns per module call (noise: the same TorchSharp code runs).");
-            Console.WriteLine($"| 7 | checkpointing, nothing checkpointed: extra per module call | 0 ns (concern inactive) | {extra:+0.0;−0.0} ns ({(inactive ? "inactive" : "ACTIVE")}) | {(inactive ? "met" : "**missed**")} |");
+            finally { set_num_threads(threads); }
         }
     }
 }

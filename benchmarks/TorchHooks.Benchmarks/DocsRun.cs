@@ -126,7 +126,7 @@ namespace TorchHooks.Benchmarks
         };
 
         /// <summary>The paired runners the docs command runs after the BenchmarkDotNet suites (their cases: <c>CaseKeys</c>).</summary>
-        public static readonly Type[] PairedSuites = { typeof(TracingPaired), typeof(BackwardPaired) };
+        public static readonly Type[] PairedSuites = { typeof(TracingPaired), typeof(BackwardPaired), typeof(CheckpointBench) };
 
         public static int Run(string[] args)
         {
@@ -199,8 +199,6 @@ namespace TorchHooks.Benchmarks
                 tracing = TracingPaired.Measure(root, python, dry ? 2 : roundsOverride ?? 31, dry ? 200 : 2000, log: true);
             }
 
-            var loadEnd = Machine.LoadAverage();
-            total.Stop();
             // Suite 7, backward hooks (BackwardPaired.cs): likewise, alternating with the PyTorch script's backward rounds.
             BackwardPaired.Result? backward = null;
             if (only is null || only.Contains("Backward", StringComparer.OrdinalIgnoreCase))
@@ -209,9 +207,20 @@ namespace TorchHooks.Benchmarks
                 backward = BackwardPaired.Measure(root, python, dry ? 2 : roundsOverride ?? 21, dry ? 20 : 200, log: true);
             }
 
+            // Suite 8, activation checkpointing (CheckpointBench.cs): a child process per configuration and round.
+            CheckpointBench.Result? checkpoint = null;
+            if (only is null || only.Contains("Checkpoint", StringComparer.OrdinalIgnoreCase))
+            {
+                Console.WriteLine("// ===== Checkpoint: child processes per configuration =====");
+                checkpoint = CheckpointBench.Measure(dry ? 1 : roundsOverride ?? 3, dry ? 1 : 5, dry ? 256 : 2048, threads: 1, mmap: false, log: true);
+            }
+
+            var loadEnd = Machine.LoadAverage();
+            total.Stop();
             var paired = new List<PairedSection>();
             if (tracing is not null) paired.Add(TracingPaired.Section(tracing));   // section 6 and its goal row
             if (backward is not null) paired.Add(BackwardPaired.Section(backward));   // section 7 and its goal rows
+            if (checkpoint is not null) paired.Add(CheckpointBench.Section(checkpoint));   // section 8 and its goal rows
             var md = Report.Render(machine, runs, outOfProcess, py, sanity, dry, loadStart, loadEnd, total.Elapsed, paired);
             if (write)
             {

@@ -6,7 +6,7 @@ using System.Reflection;
 namespace TorchHooks.Benchmarks
 {
     /// <summary>How a goal came out in one run.</summary>
-    internal enum GoalState { Met, Missed, Inconclusive }
+    internal enum GoalState { Met, Missed, Inconclusive, Reported }   // Reported: a figure beside the goals, with no target
 
     /// <summary>One row of docs/benchmarks.md's "Goals at a glance", as measured.</summary>
     internal sealed record GoalRow(string Id, string What, string Target, string Measured, GoalState State);
@@ -93,6 +93,18 @@ namespace TorchHooks.Benchmarks
             $"≤ {BackwardPaired.GoalRatio:0.0}× PyTorch's", BackwardPaired.FullCase, BackwardPaired.NoneCase);
         public static readonly GoalSpec BackwardAlloc = new("7", typeof(BackwardPaired), "one full backward hook per module, tiny MLP: managed allocation per module call",
             $"≤ {BackwardPaired.GoalBytes:0} B", BackwardPaired.FullCase, BackwardPaired.NoneCase);
+
+        // 8: activation checkpointing (child processes; its cases are CheckpointBench.CaseKeys)
+        public static readonly GoalSpec CheckpointMemory = new("8", typeof(CheckpointBench), "checkpointing every block of a 24-block residual MLP: activation memory (VmHWM per child process)",
+            $"≥ {CheckpointBench.GoalMemoryCut * 100:0}% lower", CheckpointBench.EveryBlockCase, CheckpointBench.NoneCase);
+        public static readonly GoalSpec CheckpointTime = new("8", typeof(CheckpointBench), "checkpointing every block: training step time (wall)",
+            $"≤ {CheckpointBench.GoalTimeRatio:0.0}×", CheckpointBench.EveryBlockCase, CheckpointBench.NoneCase);
+        public static readonly GoalSpec CheckpointCpuTime = new("8", typeof(CheckpointBench), "checkpointing every block: training step CPU time (process user + system)",
+            $"≤ {CheckpointBench.GoalTimeRatio:0.0}×", CheckpointBench.EveryBlockCase, CheckpointBench.NoneCase);
+        public static readonly GoalSpec CheckpointSegments = new("8", typeof(CheckpointBench), "checkpointing √n segments (5): activation memory / step time (reported)",
+            "—", CheckpointBench.SegmentsCase, CheckpointBench.NoneCase);
+        public static readonly GoalSpec CheckpointNothing = new("8", typeof(CheckpointBench), "nothing checkpointed: extra per module call",
+            "0 ns (concern inactive)", CheckpointBench.NothingCase);
 
         /// <summary>Every goal declared above (fields and arrays), in declaration order.</summary>
         public static IEnumerable<GoalSpec> All =>

@@ -571,7 +571,7 @@ namespace TorchHooks.Benchmarks
 
         private static string Verdict(bool met) => met ? "met" : "**missed**";
 
-        private static string Word(GoalState v) => v switch { GoalState.Met => "met", GoalState.Missed => "**missed**", _ => "inconclusive (noise)" };
+        private static string Word(GoalState v) => v switch { GoalState.Met => "met", GoalState.Missed => "**missed**", GoalState.Reported => "reported", _ => "inconclusive (noise)" };
 
         /// <summary>
         /// Met/missed from the median over rounds — unless the rounds disagree about the sign of the difference: when more
