@@ -23,14 +23,17 @@ namespace TorchHooks.Tests.CallPath
             public override Tensor forward(Tensor a, Tensor b) => other.call(child.call(a) + b);
         }
 
-        private static (CallStack Stack, CallFrame Frame) PushRoot(HookPoint root)
+        /// <summary>Runs <paramref name="body"/> with a call of a wrapped <see cref="Parent"/>'s root pushed on this thread's stack (unwound after).</summary>
+        private static void WithRootCall(Action<Func<string, HookPoint>, CallStack, CallFrame> body)
         {
+            var m = new Parent().WithHooks();
             var stack = CallStack.Current;
             Assume.That(stack.Count, Is.Zero, "no call under way on this thread");
             var frame = stack.Push();
-            frame.Node = root;
+            frame.Node = m[""];
             frame.StackMark = CallStack.Mark();
-            return (stack, frame);
+            try { body(path => m[path], stack, frame); }
+            finally { stack.Unwind(0, new List<Exception>()); }
         }
 
         private static void ThrowAndCatch()
@@ -42,71 +45,56 @@ namespace TorchHooks.Tests.CallPath
         [Test(Description = "A nested call whose mark lies above its parent's (the parent's pre-hook chain was deeper than the whole path to the nested call: seen after tier-1 compilation) does not finish the parent when nothing was thrown")]
         public void A_live_call_is_not_finished_when_nothing_was_thrown()
         {
-            var m = new Parent().WithHooks();
-            var (stack, frame) = PushRoot(m[""]);
-            try
+            WithRootCall((at, stack, frame) =>
             {
-                Assert.That(stack.FinishAbandoned(frame.StackMark + 48, m["child"]), Is.False);
-                Assert.That(stack.FinishAbandoned(frame.StackMark + 48, m["other"]), Is.False);
+                Assert.That(stack.FinishAbandoned(frame.StackMark + 48, at("child")), Is.False);
+                Assert.That(stack.FinishAbandoned(frame.StackMark + 48, at("other")), Is.False);
                 Assert.That(stack.Count, Is.EqualTo(1));
-            }
-            finally { stack.Unwind(0, new List<Exception>()); }
+            });
         }
 
         [Test(Description = "After an exception was thrown and caught, a submodule's call just above the parent's mark (within the hook-chain margin) is still taken as nested: the parent stays")]
         public void A_submodule_call_within_the_margin_is_nested_even_after_a_throw()
         {
-            var m = new Parent().WithHooks();
-            var (stack, frame) = PushRoot(m[""]);
-            try
+            WithRootCall((at, stack, frame) =>
             {
                 ThrowAndCatch();
-                Assert.That(stack.FinishAbandoned(frame.StackMark + 48, m["child"]), Is.False);
+                Assert.That(stack.FinishAbandoned(frame.StackMark + 48, at("child")), Is.False);
                 Assert.That(stack.Count, Is.EqualTo(1));
-            }
-            finally { stack.Unwind(0, new List<Exception>()); }
+            });
         }
 
         [Test(Description = "After a throw, the same module called again at about the same depth (a retry after a caught failure of a direct call) finishes the failed call first")]
         public void A_retry_after_a_caught_failure_finishes_the_failed_call()
         {
-            var m = new Parent().WithHooks();
-            var (stack, frame) = PushRoot(m[""]);
-            try
+            WithRootCall((at, stack, frame) =>
             {
                 ThrowAndCatch();
-                Assert.That(stack.FinishAbandoned(frame.StackMark + 48, m[""]), Is.True);
+                Assert.That(stack.FinishAbandoned(frame.StackMark + 48, at("")), Is.True);
                 Assert.That(stack.Count, Is.Zero);
-            }
-            finally { stack.Unwind(0, new List<Exception>()); }
+            });
         }
 
         [Test(Description = "After a throw, a call far shallower than the frame's mark (beyond any hook chain) finishes it, whatever module calls")]
         public void A_call_beyond_the_margin_finishes_the_failed_call()
         {
-            var m = new Parent().WithHooks();
-            var (stack, frame) = PushRoot(m[""]);
-            try
+            WithRootCall((at, stack, frame) =>
             {
                 ThrowAndCatch();
-                Assert.That(stack.FinishAbandoned(frame.StackMark + (nuint)CallStack.ChainMargin + 16, m["child"]), Is.True);
+                Assert.That(stack.FinishAbandoned(frame.StackMark + (nuint)CallStack.ChainMargin + 16, at("child")), Is.True);
                 Assert.That(stack.Count, Is.Zero);
-            }
-            finally { stack.Unwind(0, new List<Exception>()); }
+            });
         }
 
         [Test(Description = "A call deeper than the frame's mark never finishes it, even after a throw")]
         public void A_deeper_call_never_finishes_the_frame()
         {
-            var m = new Parent().WithHooks();
-            var (stack, frame) = PushRoot(m[""]);
-            try
+            WithRootCall((at, stack, frame) =>
             {
                 ThrowAndCatch();
-                Assert.That(stack.FinishAbandoned(frame.StackMark - 64, m[""]), Is.False);
+                Assert.That(stack.FinishAbandoned(frame.StackMark - 64, at("")), Is.False);
                 Assert.That(stack.Count, Is.EqualTo(1));
-            }
-            finally { stack.Unwind(0, new List<Exception>()); }
+            });
         }
 
         private sealed class TuplePair : nn.Module<Tensor, Tensor, (Tensor, Tensor)>
