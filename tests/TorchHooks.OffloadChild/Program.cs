@@ -9,8 +9,11 @@ using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 // One configuration of the offload memory measurement per process (peak RSS is per process):
-//   write    <model.bin> <layers> <width>                          a seeded model, saved with Module.save
-//   run      <model.bin> <layers> <width> <mode> <passes> <out>    mode: resident | offload | prefetch:<bytes>
+//   write    <model.bin> <layers> <width>                          a seeded model, saved with Module.save and as an
+//                                                                   Accelerate offload folder <model.bin>.offload
+//   profile  <model.bin> <layers> <width> <rounds>                 where a materialisation's time goes (one tensor)
+//   run      <model.bin> <layers> <width> <mode> <passes> <out>    mode: resident | offload | offload-copy | prefetch:<bytes>
+//                                                                   | prefetch-copy:<bytes> (offload modes read <model.bin>.offload)
 //   load     <model.bin> <layers> <width> <how>                    how: stream (empty model + streaming load_state_dict)
 //                                                                   | build (allocated model + TorchSharp's Module.load)
 // "run" prints one line: mode, baseline VmRSS, VmHWM, peak above baseline (bytes), median seconds per pass, prefetch
@@ -36,6 +39,9 @@ if (mode == "write")
     var model = Model(layers, width);
     foreach (var p in model.parameters()) p.mul_(0.5);
     model.save(path);
+    // The same weights in Accelerate's offload folder (one aligned .dat per tensor): what the offload runs read.
+    using var sd = model.WithHooks().StateDict();
+    OffloadFolder.Write(sd, path + ".offload");
     return 0;
 }
 
@@ -61,6 +67,82 @@ if (mode == "load")
     long top = Status("VmHWM");
     Console.WriteLine(string.Join(" ", "load-" + args[4], before, top, top - before, seconds.ToString("R", CultureInfo.InvariantCulture), new FileInfo(path).Length, 0));
     GC.KeepAlive(loaded);
+    return 0;
+}
+
+if (mode == "profile")
+{
+    // Where a materialisation's time goes, per tensor of the checkpoint (median over the passes, warm page cache), with
+    // malloc's mmap threshold fixed at 1 MiB as OffloadOptions.ReturnFreedMemory does: a fresh torch.empty (first touch
+    // page-faults), a copy from a memory mapping of the tensor's bytes (mapped per read), a pread into the same
+    // (already faulted) buffer, a memcpy between two warm buffers (memory bandwidth), and the layer's compute.
+    int rounds = int.Parse(args[4], CultureInfo.InvariantCulture);
+    Native.Mallopt(-3, 1 << 20);
+    using var checkpoint = Checkpoint.Open(path);
+    var big = checkpoint.Tensors.OrderByDescending(t => t.ByteCount).First();
+    var results = new System.Collections.Generic.Dictionary<string, System.Collections.Generic.List<double>>();
+    void Time(string what, Action action)
+    {
+        var clock = Stopwatch.StartNew();
+        action();
+        if (!results.TryGetValue(what, out var list)) results[what] = list = new();
+        list.Add(clock.Elapsed.TotalMilliseconds);
+    }
+    using var file = File.OpenHandle(big.File, FileMode.Open, FileAccess.Read);
+    using var map = System.IO.MemoryMappedFiles.MemoryMappedFile.CreateFromFile(big.File, FileMode.Open, null, 0, System.IO.MemoryMappedFiles.MemoryMappedFileAccess.Read);
+    using var warmA = empty(big.ShapeArrayPublic(), big.dtype);
+    using var warmB = empty(big.ShapeArrayPublic(), big.dtype);
+    warmA.fill_(1); warmB.fill_(2);
+    using var lin = nn.Linear(width, width);
+    using var xin = ones(8, width);
+    unsafe void MapCopy(Tensor into)
+    {
+        using var view = map.CreateViewAccessor(big.Offset, big.ByteCount, System.IO.MemoryMappedFiles.MemoryMappedFileAccess.Read);
+        byte* source = null;
+        view.SafeMemoryMappedViewHandle.AcquirePointer(ref source);
+        try { var d = into.bytes; fixed (byte* p = d) Buffer.MemoryCopy(source + view.PointerOffset, p, d.Length, d.Length); }
+        finally { view.SafeMemoryMappedViewHandle.ReleasePointer(); }
+    }
+    void Pread(Tensor into)
+    {
+        var d = into.bytes;
+        int n = RandomAccess.Read(file, d, big.Offset);
+        if (n != d.Length) throw new InvalidOperationException("short read");
+    }
+    string raw = path + ".raw-" + big.Name;
+    using (var t = checkpoint.Read(big.Name)) File.WriteAllBytes(raw, t.bytes.ToArray());
+    using var holder = nn.Linear(width, width);
+    for (int r = 0; r < rounds; r++)
+    {
+        Time("map (from_file) + Linear forward + unmap", () =>
+        {
+            using var _ = no_grad();
+            using (var mapped = from_file(raw, false, big.Numel, big.dtype))
+            using (var shaped = mapped.view(big.ShapeArrayPublic()))
+                holder.weight!.set_(shaped);
+            holder.call(xin).Dispose();
+            using var none = empty(0);
+            holder.weight!.set_(none);
+        });
+        Time("map (from_file) + touch every page + unmap", () =>
+        {
+            using var mapped = from_file(raw, false, big.Numel, big.dtype);
+            using var sum = mapped.sum();
+        });
+        Time("empty + first touch (fill_)", () => { using var t = empty(big.ShapeArrayPublic(), big.dtype); t.fill_(0); });
+        Time("empty + copy from a fresh mapping (today's path)", () => { using var t = empty(big.ShapeArrayPublic(), big.dtype); MapCopy(t); });
+        Time("copy from a fresh mapping into a warm buffer", () => MapCopy(warmA));
+        Time("empty + pread", () => { using var t = empty(big.ShapeArrayPublic(), big.dtype); Pread(t); });
+        Time("pread into a warm buffer", () => Pread(warmA));
+        Time("copy_ between warm buffers", () => { using (no_grad()) warmA.copy_(warmB); });
+        Time("Linear forward (batch 8)", () => { using (no_grad()) lin.call(xin).Dispose(); });
+    }
+    Console.WriteLine($"tensor {big.Name}: {big.ByteCount / 1e6:F1} MB; median ms over {rounds} rounds; torch threads {get_num_threads()}");
+    foreach (var (what, list) in results)
+    {
+        list.Sort();
+        Console.WriteLine($"{list[list.Count / 2],8:F2} ms  {list[0],8:F2} min  {what}");
+    }
     return 0;
 }
 
@@ -97,10 +179,12 @@ if (config == "resident")
 }
 else
 {
+    // offload | offload-copy | prefetch:<bytes> | prefetch-copy:<bytes>: "-copy" reads into pooled buffers instead of mapping.
     using (EmptyWeights.Scope()) net = Model(layers, width);
-    store = WeightStore.Disk(Checkpoint.Open(path));
-    long prefetch = config.StartsWith("prefetch:", StringComparison.Ordinal) ? long.Parse(config.Substring(9), CultureInfo.InvariantCulture) : 0;
-    offload = net.WithHooks().Offload(store, new OffloadOptions { PrefetchBytes = prefetch });
+    store = WeightStore.Disk(Checkpoint.Open(path + ".offload"));
+    bool copy = config.Contains("-copy", StringComparison.Ordinal);
+    long prefetch = config.StartsWith("prefetch", StringComparison.Ordinal) ? long.Parse(config.Substring(config.IndexOf(':') + 1), CultureInfo.InvariantCulture) : 0;
+    offload = net.WithHooks().Offload(store, new OffloadOptions { PrefetchBytes = prefetch, MapWeights = !copy });
 }
 var m = net.WithHooks();
 var times = new double[passes];
@@ -121,3 +205,14 @@ Console.WriteLine(string.Join(" ", config, baseline, hwm, hwm - baseline, times[
 
 store?.Dispose();
 return 0;
+
+internal static class Native
+{
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "mallopt")]
+    public static extern int Mallopt(int param, int value);
+}
+
+internal static class StoredTensorShape
+{
+    public static long[] ShapeArrayPublic(this StoredTensor t) => t.shape.ToArray();
+}

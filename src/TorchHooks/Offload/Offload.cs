@@ -25,6 +25,15 @@ namespace TorchHooks
         /// leave the RSS at once instead of staying in the heap (see docs/offload.md, "Memory"). Default true.
         /// </summary>
         public bool ReturnFreedMemory { get; init; } = true;
+
+        /// <summary>
+        /// Disk stores: materialise a weight by mapping its bytes in the store's file (private mapping, no copy; the pages
+        /// are the page cache's) instead of copying them into a reusable buffer. Default true. Applies to every tensor whose
+        /// offset in its file is a multiple of its element size (always in safetensors files written by the safetensors
+        /// library, which pads the header to 8 bytes, and in Accelerate's offload folders); others, and host stores, are
+        /// copied. See docs/offload.md, "What is mapped, what is copied".
+        /// </summary>
+        public bool MapWeights { get; init; } = true;
     }
 
     /// <summary>An offloaded model's handle: what is offloaded, prefetch counters; dispose to make the weights resident again.</summary>
@@ -32,13 +41,24 @@ namespace TorchHooks
     {
         private readonly List<RemovableHandle> _hooks;
         private readonly Prefetcher? _prefetcher;
+        private readonly BufferPool _pool;
         private readonly List<OffloadHook> _modules;
         private bool _disposed;
 
-        internal OffloadHandle(List<RemovableHandle> hooks, List<OffloadHook> modules, Prefetcher? prefetcher)
+        internal OffloadHandle(List<RemovableHandle> hooks, List<OffloadHook> modules, Prefetcher? prefetcher, BufferPool pool)
         {
-            _hooks = hooks; _modules = modules; _prefetcher = prefetcher;
+            _hooks = hooks; _modules = modules; _prefetcher = prefetcher; _pool = pool;
         }
+
+        /// <summary>
+        /// The most bytes of reusable buffers the offload keeps for materialising weights (<see cref="OffloadOptions.PrefetchBytes"/>
+        /// plus <see cref="LargestModuleBytes"/>): after the first pass they stay allocated between calls, so later calls
+        /// copy weights into memory that is already paged in.
+        /// </summary>
+        public long BufferPoolBytes => _pool.CapacityBytes;
+
+        /// <summary>Buffers allocated by the pool so far, and materialisations served by a kept buffer (per tensor).</summary>
+        public (int Allocated, int Reused) BufferPoolCounts => (_pool.Allocated, _pool.Reused);
 
         /// <summary>The offloaded modules' paths.</summary>
         public IReadOnlyList<string> Paths => _modules.Select(m => m.Path).ToList();
@@ -70,6 +90,7 @@ namespace TorchHooks
                 try { h.Dispose(); }
                 catch (Exception e) { errors.Add(e); }
             }
+            _pool.Dispose();
             if (errors.Count > 0) throw new AggregateException("Making offloaded weights resident again failed for some modules.", errors);
         }
     }
@@ -127,7 +148,7 @@ namespace TorchHooks
                     owner[p] = key;
                     if (!store.Contains(key)) { problems.Add($"parameter '{key}' is not in the store"); continue; }
                     if (!Matches(store, key, p, problems)) continue;
-                    slots.Add(new OffloadHook.Slot { Param = p, Name = name, Key = key, Shape = p.shape, DType = p.dtype, RequiresGrad = p.requires_grad });
+                    slots.Add(new OffloadHook.Slot { Param = p, Name = name, Key = key, Shape = p.shape, DType = p.dtype, RequiresGrad = p.requires_grad, Mapped = options.MapWeights && store.CanMap(key) });
                     if (p.device_type == DeviceType.META) metas.Add((name, p));
                     else if (p.device_type != DeviceType.CPU) problems.Add($"parameter '{key}' is on {p.device}; offload executes on the CPU here (device maps are not built yet)");
                 }
@@ -158,6 +179,7 @@ namespace TorchHooks
                     }
             }
             if (options.ReturnFreedMemory) FreedMemory.ReturnLargeBlocksToOs();
+            var pool = new BufferPool(options.PrefetchBytes + largest);   // what is read ahead plus what one call holds
             var prefetcher = options.PrefetchBytes > 0 ? new Prefetcher(options.PrefetchBytes) : null;
             var hooks = new List<OffloadHook>();
             var handles = new List<RemovableHandle>();
@@ -166,7 +188,7 @@ namespace TorchHooks
                 foreach (var (node, slots, _) in planned)
                 {
                     foreach (var s in slots) s.Empty = torch.empty(0, s.DType, torch.CPU);
-                    var hook = new OffloadHook(node.Path, store, slots, prefetcher);
+                    var hook = new OffloadHook(node.Path, store, slots, prefetcher, pool);
                     handles.Add(node.add_hook_to_module(hook, append: true));
                     hooks.Add(hook);
                 }
@@ -175,9 +197,10 @@ namespace TorchHooks
             {
                 foreach (var h in handles) h.Dispose();
                 prefetcher?.Dispose();
+                pool.Dispose();
                 throw;
             }
-            return new OffloadHandle(handles, hooks, prefetcher);
+            return new OffloadHandle(handles, hooks, prefetcher, pool);
         }
 
         private static bool Matches(WeightStore store, string key, Tensor t, List<string> problems)

@@ -1,6 +1,8 @@
 using System;
 using System.Collections.Concurrent;
 using System.Collections.Generic;
+using System.Diagnostics;
+using System.Linq;
 using System.Threading;
 using System.Threading.Tasks;
 using Tensor = TorchSharp.torch.Tensor;
@@ -19,8 +21,8 @@ namespace TorchHooks
         private readonly object _lock = new();
         private readonly List<OffloadHook> _order = new();
         private readonly Dictionary<OffloadHook, int> _index = new();
-        private readonly Dictionary<OffloadHook, TaskCompletionSource<Tensor[]>> _pending = new();
-        private readonly BlockingCollection<(OffloadHook Hook, Tensor[] Into, TaskCompletionSource<Tensor[]> Result)> _queue = new();
+        private readonly Dictionary<OffloadHook, TaskCompletionSource<Tensor?[]>> _pending = new();
+        private readonly BlockingCollection<(OffloadHook Hook, Tensor?[] Into, TaskCompletionSource<Tensor?[]> Result)> _queue = new();
         private readonly Thread _thread;
         private long _held;
         private bool _disposed;
@@ -56,29 +58,35 @@ namespace TorchHooks
                     if (_pending.ContainsKey(next)) continue;
                     if (_held + next.Bytes > BudgetBytes) break;
                     _held += next.Bytes;
-                    var tcs = new TaskCompletionSource<Tensor[]>(TaskCreationOptions.RunContinuationsAsynchronously);
+                    var tcs = new TaskCompletionSource<Tensor?[]>(TaskCreationOptions.RunContinuationsAsynchronously);
                     _pending[next] = tcs;
-                    // Allocated here, on the calling thread, and filled on the prefetch thread: memory allocated by one
-                    // thread and freed by another stays in the allocating thread's malloc arena (glibc), so buffers
-                    // allocated on the prefetch thread would keep the process's RSS high after they are released.
+                    // Rented here, on the calling thread, and filled on the prefetch thread: a buffer the pool must allocate
+                    // is allocated by the calling thread (memory allocated by one thread and freed by another stays in the
+                    // allocating thread's malloc arena with glibc, keeping the process's RSS high after it is freed).
                     _queue.Add((next, next.Allocate(), tcs));
                 }
             }
         }
 
         /// <summary>The weights read ahead for <paramref name="hook"/> (waiting if the read is under way), or null if none was queued.</summary>
-        public Tensor[]? Take(OffloadHook hook)
+        public Tensor?[]? Take(OffloadHook hook)
         {
-            TaskCompletionSource<Tensor[]>? tcs;
+            TaskCompletionSource<Tensor?[]>? tcs;
             lock (_lock)
             {
                 if (!_pending.Remove(hook, out tcs)) return null;
             }
             try
             {
-                if (tcs.Task.IsCompleted) Interlocked.Increment(ref Hits);
-                else Interlocked.Increment(ref Waits);
-                return tcs.Task.GetAwaiter().GetResult();   // a failed read throws here, in the module's call
+                if (tcs.Task.IsCompleted)
+                {
+                    Interlocked.Increment(ref Hits);
+                    return tcs.Task.GetAwaiter().GetResult();   // a failed read throws here, in the module's call
+                }
+                Interlocked.Increment(ref Waits);
+                long start = SpanEvents.Requested ? Stopwatch.GetTimestamp() : 0;
+                try { return tcs.Task.GetAwaiter().GetResult(); }
+                finally { if (start != 0) SpanEvents.Span("offload.wait", hook.Path, hook.Bytes, start, Stopwatch.GetTimestamp()); }
             }
             finally
             {
@@ -90,28 +98,30 @@ namespace TorchHooks
         {
             foreach (var (hook, into, result) in _queue.GetConsumingEnumerable())
             {
-                try { hook.Fill(into); result.SetResult(into); }
-                catch (Exception e) { foreach (var t in into) t.Dispose(); result.SetException(e); }
+                long start = SpanEvents.Requested ? Stopwatch.GetTimestamp() : 0;
+                try { hook.Fill(into, touch: true); }
+                catch (Exception e) { hook.Return(into); result.SetException(e); continue; }
+                if (start != 0) SpanEvents.Span("offload.prefetch", hook.Path, hook.Bytes, start, Stopwatch.GetTimestamp());
+                result.SetResult(into);
             }
         }
 
         /// <summary>Stops the thread and disposes what was read ahead and not used.</summary>
         public void Dispose()
         {
-            List<TaskCompletionSource<Tensor[]>> left;
+            List<(OffloadHook Hook, TaskCompletionSource<Tensor?[]> Read)> left;
             lock (_lock)
             {
                 if (_disposed) return;
                 _disposed = true;
-                left = new List<TaskCompletionSource<Tensor[]>>(_pending.Values);
+                left = _pending.Select(p => (p.Key, p.Value)).ToList();
                 _pending.Clear();
                 _held = 0;
             }
             _queue.CompleteAdding();
             _thread.Join();
-            foreach (var tcs in left)
-                if (tcs.Task.Status == TaskStatus.RanToCompletion)
-                    foreach (var t in tcs.Task.Result) t.Dispose();
+            foreach (var (hook, read) in left)
+                if (read.Task.Status == TaskStatus.RanToCompletion) hook.Return(read.Task.Result);
             _queue.Dispose();
         }
     }
