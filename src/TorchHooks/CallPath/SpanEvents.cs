@@ -14,9 +14,9 @@ namespace TorchHooks
         /// <summary>
         /// A span of work on the calling thread, from <paramref name="startTimestamp"/> to <paramref name="endTimestamp"/>
         /// (<see cref="System.Diagnostics.Stopwatch.GetTimestamp"/> values): its <paramref name="name"/> (e.g.
-        /// <c>offload.load</c>), the module path it was for, and the bytes it moved.
+        /// <c>offload.load</c>), the module it was for, and the bytes it moved.
         /// </summary>
-        public abstract void Span(string name, string path, long bytes, long startTimestamp, long endTimestamp);
+        public abstract void Span(string name, HookPoint node, long bytes, long startTimestamp, long endTimestamp);
     }
 
     /// <summary>
@@ -62,9 +62,9 @@ namespace TorchHooks
         }
 
         /// <summary>Publishes a span of work done on the calling thread.</summary>
-        public static void Span(string name, string path, long bytes, long startTimestamp, long endTimestamp)
+        public static void Span(string name, HookPoint node, long bytes, long startTimestamp, long endTimestamp)
         {
-            foreach (var o in Volatile.Read(ref s_observers)) o.Span(name, path, bytes, startTimestamp, endTimestamp);
+            foreach (var o in Volatile.Read(ref s_observers)) o.Span(name, node, bytes, startTimestamp, endTimestamp);
         }
     }
 }

@@ -188,7 +188,7 @@ namespace TorchHooks
                 foreach (var (node, slots, _) in planned)
                 {
                     foreach (var s in slots) s.Empty = torch.empty(0, s.DType, torch.CPU);
-                    var hook = new OffloadHook(node.Path, store, slots, prefetcher, pool);
+                    var hook = new OffloadHook(node, store, slots, prefetcher, pool);
                     handles.Add(node.add_hook_to_module(hook, append: true));
                     hooks.Add(hook);
                 }

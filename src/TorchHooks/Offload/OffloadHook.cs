@@ -43,14 +43,17 @@ namespace TorchHooks
         private int _depth;   // nested or concurrent calls of the same module share one materialisation
         private Tensor?[]? _held;   // what the parameters hold while materialised: pooled buffers and mappings
 
-        internal OffloadHook(string path, WeightStore store, List<Slot> slots, Prefetcher? prefetcher, BufferPool pool)
+        internal OffloadHook(HookPoint node, WeightStore store, List<Slot> slots, Prefetcher? prefetcher, BufferPool pool)
         {
-            Path = path; _store = store; _slots = slots; _prefetcher = prefetcher; _pool = pool;
+            Node = node; Path = node.Path; _store = store; _slots = slots; _prefetcher = prefetcher; _pool = pool;
             Bytes = slots.Sum(s => s.Shape.Aggregate(1L, (a, b) => a * b) * StoredTensor.ElementSize(s.DType, s.Key));
         }
 
         /// <summary>The module's path.</summary>
         public string Path { get; }
+
+        /// <summary>The module's hook point (spans are published for it).</summary>
+        public HookPoint Node { get; }
 
         /// <summary>The bytes of the module's offloaded parameters.</summary>
         public long Bytes { get; }
@@ -197,7 +200,7 @@ namespace TorchHooks
                 Return(tensors);
                 throw;
             }
-            if (start != 0) SpanEvents.Span("offload.load", Path, Bytes, start, Stopwatch.GetTimestamp());
+            if (start != 0) SpanEvents.Span("offload.load", Node, Bytes, start, Stopwatch.GetTimestamp());
         }
 
         private void Release()

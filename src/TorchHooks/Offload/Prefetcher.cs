@@ -86,7 +86,7 @@ namespace TorchHooks
                 Interlocked.Increment(ref Waits);
                 long start = SpanEvents.Requested ? Stopwatch.GetTimestamp() : 0;
                 try { return tcs.Task.GetAwaiter().GetResult(); }
-                finally { if (start != 0) SpanEvents.Span("offload.wait", hook.Path, hook.Bytes, start, Stopwatch.GetTimestamp()); }
+                finally { if (start != 0) SpanEvents.Span("offload.wait", hook.Node, hook.Bytes, start, Stopwatch.GetTimestamp()); }
             }
             finally
             {
@@ -101,7 +101,7 @@ namespace TorchHooks
                 long start = SpanEvents.Requested ? Stopwatch.GetTimestamp() : 0;
                 try { hook.Fill(into, touch: true); }
                 catch (Exception e) { hook.Return(into); result.SetException(e); continue; }
-                if (start != 0) SpanEvents.Span("offload.prefetch", hook.Path, hook.Bytes, start, Stopwatch.GetTimestamp());
+                if (start != 0) SpanEvents.Span("offload.prefetch", hook.Node, hook.Bytes, start, Stopwatch.GetTimestamp());
                 result.SetResult(into);
             }
         }
