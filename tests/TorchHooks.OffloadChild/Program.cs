@@ -151,14 +151,14 @@ if (mode == "profile")
             using var none = empty(0);
             holder.weight!.set_(none);
         });
-        Time("map (from_file) + touch every page + unmap", () =>
+        Time("map (from_file) + sum of every element + unmap", () =>
         {
             using var mapped = from_file(raw, false, big.Numel, big.dtype);
             using var sum = mapped.sum();
         });
         Time("empty + first touch (fill_)", () => { using var t = empty(big.ShapeArrayPublic(), big.dtype); t.fill_(0); });
-        Time("empty + copy from a fresh mapping (today's path)", () => { using var t = empty(big.ShapeArrayPublic(), big.dtype); MapCopy(t); });
-        Time("copy from a fresh mapping into a warm buffer", () => MapCopy(warmA));
+        Time("empty + copy from a per-read mapping (the read before the pool)", () => { using var t = empty(big.ShapeArrayPublic(), big.dtype); MapCopy(t); });
+        Time("copy from a per-read mapping into a warm buffer", () => MapCopy(warmA));
         Time("empty + pread", () => { using var t = empty(big.ShapeArrayPublic(), big.dtype); Pread(t); });
         Time("pread into a warm buffer", () => Pread(warmA));
         Time("copy_ between warm buffers", () => { using (no_grad()) warmA.copy_(warmB); });
@@ -170,6 +170,7 @@ if (mode == "profile")
         list.Sort();
         Console.WriteLine($"{list[list.Count / 2],8:F2} ms  {list[0],8:F2} min  {what}");
     }
+    File.Delete(raw);
     return 0;
 }
 

@@ -16,7 +16,9 @@ namespace TorchHooks
         /// <summary>
         /// Prefetch: the most bytes of weights read ahead, on a background thread, for the modules that come next in call
         /// order (learned from the first pass). 0 (the default): no prefetch, each module reads its weights when called.
-        /// Must hold the largest offloaded module if not 0.
+        /// Must hold the largest offloaded module if not 0. Mapped weights are read ahead by touching each page of their
+        /// mapping (the pages are then in memory and mapped when the call needs them); copied ones by reading them into
+        /// pooled buffers. Prefetch uses one background thread, named <c>TorchHooks offload prefetch</c>.
         /// </summary>
         public long PrefetchBytes { get; init; }
 

@@ -13,13 +13,18 @@ namespace TorchHooks
     /// The call-path hook of one offloaded module (Accelerate's <c>AlignDevicesHook(offload=True)</c>, on TorchHooks'
     /// public <see cref="ModelHook"/> seam): between calls the module's own parameters hold no storage (each is
     /// <c>set_</c> to an empty tensor, so the <c>Parameter</c> objects stay the same); <see cref="pre_forward{TArgs}"/>
-    /// reads them from the store (or takes what the prefetcher read) and <c>set_</c>s them in; <see cref="post_forward{TResult}"/>
-    /// and <see cref="forward_failed"/> release them again. <see cref="detach_hook"/> makes them resident for good.
+    /// materialises them — a disk store's aligned tensor is mapped from its file (no copy), any other is read into a
+    /// buffer of the offload's <see cref="BufferPool"/> — or takes what the prefetcher prepared, and <c>set_</c>s them
+    /// in; <see cref="post_forward{TResult}"/> and <see cref="forward_failed"/> release them again (mappings are unmapped,
+    /// buffers go back to the pool). <see cref="detach_hook"/> makes them resident for good (fresh tensors).
     /// </summary>
     /// <remarks>
-    /// Inference only: a call with grad enabled is refused naming the module (its gradients would be lost when the weights
+    /// <para>Inference only: a call with grad enabled is refused naming the module (its gradients would be lost when the weights
     /// are released). While materialised, the parameters have <c>requires_grad</c> off, so libtorch's autocast never caches
-    /// a lower-precision cast of them: a later call cannot be served a cast of released storage, and no cast outlives the call.
+    /// a lower-precision cast of them: a later call cannot be served a cast of released storage, and no cast outlives the call.</para>
+    /// <para>A pooled buffer is reused for another module's weights after the call: a view of a materialised weight kept past
+    /// the call (e.g. <c>weight.detach()</c> stored by a hook) then shows other values; clone what must outlive the call. A
+    /// view of a mapped weight keeps its mapping alive (libtorch's storage reference count) and its values.</para>
     /// </remarks>
     internal sealed class OffloadHook : ModelHook
     {

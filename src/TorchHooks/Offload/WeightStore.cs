@@ -11,7 +11,7 @@ namespace TorchHooks
     /// <summary>
     /// Where an offloaded module's weights live between its calls (Accelerate's <c>weights_map</c>): on disk
     /// (<see cref="Disk"/>: any <see cref="Checkpoint"/> — safetensors, sharded safetensors, Accelerate's offload
-    /// folder, TorchSharp's <c>Module.save</c> — read through a memory mapping of just the tensor's bytes), or in host
+    /// folder, TorchSharp's <c>Module.save</c> — mapped per call where the tensor's offset is aligned, else read with positioned reads), or in host
     /// memory (<see cref="Host"/>). Keys are the model's <c>state_dict</c> names.
     /// </summary>
     public abstract class WeightStore : IDisposable
