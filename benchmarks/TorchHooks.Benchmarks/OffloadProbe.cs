@@ -40,7 +40,7 @@ namespace TorchHooks.Benchmarks
             public string Key = "", Name = "", Arg = "";
             public readonly List<double> Seconds = new();
             public readonly List<long> Peak = new();
-            public int Hits, Waits;
+            public int Hits, Waits, Misses;
             public bool? Identical;
             public double Median => Stat.Median(Seconds);
             public long PeakMax => Peak.Count == 0 ? 0 : Peak.Max();
@@ -122,6 +122,7 @@ namespace TorchHooks.Benchmarks
                         if (c.Key is StreamCase or BuildCase) continue;   // a load's line has the file size where a run's has prefetch counts
                         c.Hits += int.Parse(f[5], CultureInfo.InvariantCulture);
                         c.Waits += int.Parse(f[6], CultureInfo.InvariantCulture);
+                        c.Misses += int.Parse(f[7], CultureInfo.InvariantCulture);
                     }
                     var want = File.ReadAllBytes(Path.Combine(dir, "out-" + ResidentCase));
                     foreach (var c in r.Cases.Where(c => c.Key is not (StreamCase or BuildCase)))
@@ -164,9 +165,9 @@ namespace TorchHooks.Benchmarks
                 $"Load average {r.LoadBefore} before, {r.LoadAfter} after; {r.Elapsed.TotalSeconds:0} s. CPU flags: {r.Flags}; {Environment.ProcessorCount} logical cores. " +
                 $"Command: `dotnet run -c Release --project benchmarks/TorchHooks.Benchmarks -- --offload-probe`."));
             sb.AppendLine();
-            sb.AppendLine("| Configuration | Median s/pass | Throughput vs resident | Peak RSS above baseline | Prefetch hits/waits | Output |").AppendLine("|---|---:|---:|---:|---:|---|");
+            sb.AppendLine("| Configuration | Median s/pass | Throughput vs resident | Peak RSS above baseline | Prefetch hits/waits/misses | Output |").AppendLine("|---|---:|---:|---:|---:|---|");
             foreach (var c in r.Cases.Where(c => c.Key is not (StreamCase or BuildCase)))
-                sb.AppendLine(string.Create(inv, $"| {c.Name} | {c.Median:0.000} | {(c.Key == ResidentCase ? "1.00×" : $"{r.Throughput(c.Key):0.00}×")} | {c.PeakMax / 1e6:F0} MB | {(c.Key.StartsWith(PrefetchCase, StringComparison.Ordinal) ? $"{c.Hits}/{c.Waits}" : "")} | {(c.Key == ResidentCase ? "reference" : c.Identical == true ? "bit-identical" : "**different**")} |"));
+                sb.AppendLine(string.Create(inv, $"| {c.Name} | {c.Median:0.000} | {(c.Key == ResidentCase ? "1.00×" : $"{r.Throughput(c.Key):0.00}×")} | {c.PeakMax / 1e6:F0} MB | {(c.Key.StartsWith(PrefetchCase, StringComparison.Ordinal) ? $"{c.Hits}/{c.Waits}/{c.Misses}" : "")} | {(c.Key == ResidentCase ? "reference" : c.Identical == true ? "bit-identical" : "**different**")} |"));
             sb.AppendLine();
             sb.AppendLine(string.Create(inv, $"| Load of the S = {r.ModelBytes / 1e6:F0} MB checkpoint (`Module.save` format) | Median seconds | Peak RSS above baseline |")).AppendLine("|---|---:|---:|");
             foreach (var c in r.Cases.Where(c => c.Key is StreamCase or BuildCase))

@@ -18,7 +18,7 @@ using static TorchSharp.torch;
 //                                                                   | build (allocated model + TorchSharp's Module.load);
 //                                                                   cold: no warm-up load of a tiny model before the baseline
 // "run" prints one line: mode, baseline VmRSS, VmHWM, peak above baseline (bytes), median seconds per pass, prefetch
-// hits/waits; and writes the last pass's output bytes to <out> (bit-identity is checked by the caller).
+// hits/waits/misses; and writes the last pass's output bytes to <out> (bit-identity is checked by the caller).
 static long Status(string field)
 {
     foreach (var line in File.ReadLines("/proc/self/status"))
@@ -108,13 +108,14 @@ if (mode == "profile")
     using var checkpoint = Checkpoint.Open(path);
     var big = checkpoint.Tensors.OrderByDescending(t => t.ByteCount).First();
     var results = new System.Collections.Generic.Dictionary<string, System.Collections.Generic.List<double>>();
-    void Time(string what, Action action)
+    void Time(string what, Action action, int per = 1)
     {
         var clock = Stopwatch.StartNew();
         action();
         if (!results.TryGetValue(what, out var list)) results[what] = list = new();
-        list.Add(clock.Elapsed.TotalMilliseconds);
+        list.Add(clock.Elapsed.TotalMilliseconds / per);
     }
+    var residentLayers = Enumerable.Range(0, layers).Select(_ => nn.Linear(width, width)).ToList();
     using var file = File.OpenHandle(big.File, FileMode.Open, FileAccess.Read);
     using var map = System.IO.MemoryMappedFiles.MemoryMappedFile.CreateFromFile(big.File, FileMode.Open, null, 0, System.IO.MemoryMappedFiles.MemoryMappedFileAccess.Read);
     using var warmA = empty(big.ShapeArrayPublic(), big.dtype);
@@ -151,6 +152,56 @@ if (mode == "profile")
             using var none = empty(0);
             holder.weight!.set_(none);
         });
+        Time($"per layer: map each of the {layers} layers' weights (offload folder) + forward + unmap", () =>
+        {
+            using var _ = no_grad();
+            for (int l = 0; l < layers; l++)
+            {
+                using (var mapped = from_file(Path.Combine(path + ".offload", $"layer{l}.weight.dat"), false, big.Numel, big.dtype))
+                using (var shaped = mapped.view(big.ShapeArrayPublic()))
+                    holder.weight!.set_(shaped);
+                holder.call(xin).Dispose();
+                using var none = empty(0);
+                holder.weight!.set_(none);
+            }
+        }, layers);
+        Time($"per layer: map each layer + MADV_POPULATE_READ + forward + unmap", () =>
+        {
+            using var _ = no_grad();
+            for (int l = 0; l < layers; l++)
+            {
+                using (var mapped = from_file(Path.Combine(path + ".offload", $"layer{l}.weight.dat"), false, big.Numel, big.dtype))
+                {
+                    Native.Populate(mapped);
+                    using var shaped = mapped.view(big.ShapeArrayPublic());
+                    holder.weight!.set_(shaped);
+                }
+                holder.call(xin).Dispose();
+                using var none = empty(0);
+                holder.weight!.set_(none);
+            }
+        }, layers);
+        Time($"per layer: map each layer + MADV_POPULATE_READ + unmap (no forward)", () =>
+        {
+            for (int l = 0; l < layers; l++)
+            {
+                using var mapped = from_file(Path.Combine(path + ".offload", $"layer{l}.weight.dat"), false, big.Numel, big.dtype);
+                Native.Populate(mapped);
+            }
+        }, layers);
+        Time($"per layer: map each layer + read one byte per page + unmap (no forward)", () =>
+        {
+            for (int l = 0; l < layers; l++)
+            {
+                using var mapped = from_file(Path.Combine(path + ".offload", $"layer{l}.weight.dat"), false, big.Numel, big.dtype);
+                Native.TouchPages(mapped);
+            }
+        }, layers);
+        Time($"per layer: {layers} resident layers' forward", () =>
+        {
+            using var _ = no_grad();
+            foreach (var l in residentLayers) l.call(xin).Dispose();
+        }, layers);
         Time("map (from_file) + sum of every element + unmap", () =>
         {
             using var mapped = from_file(raw, false, big.Numel, big.dtype);
@@ -198,6 +249,7 @@ GC.Collect();
 long baseline = Status("VmRSS");
 
 Sequential net;
+bool cold = false;
 OffloadHandle? offload = null;
 WeightStore? store = null;
 if (config == "resident")
@@ -207,10 +259,12 @@ if (config == "resident")
 }
 else
 {
-    // offload | offload-copy | prefetch:<bytes> | prefetch-copy:<bytes>: "-copy" reads into pooled buffers instead of mapping.
+    // offload | offload-copy | prefetch:<bytes> | prefetch-copy:<bytes>: "-copy" reads into pooled buffers instead of mapping;
+    // "-cold" anywhere (offload-cold, prefetch-cold:<bytes>): the files are dropped from the page cache before every pass.
     using (EmptyWeights.Scope()) net = Model(layers, width);
     store = WeightStore.Disk(Checkpoint.Open(path + ".offload"));
     bool copy = config.Contains("-copy", StringComparison.Ordinal);
+    cold = config.Contains("-cold", StringComparison.Ordinal);
     long prefetch = config.StartsWith("prefetch", StringComparison.Ordinal) ? long.Parse(config.Substring(config.IndexOf(':') + 1), CultureInfo.InvariantCulture) : 0;
     offload = net.WithHooks().Offload(store, new OffloadOptions { PrefetchBytes = prefetch, MapWeights = !copy });
 }
@@ -220,6 +274,7 @@ Tensor? last = null;
 using (no_grad())
     for (int i = 0; i < passes; i++)
     {
+        if (cold) Native.DropFromPageCache(path + ".offload");   // every pass reads the weights from the disk
         var clock = Stopwatch.StartNew();
         last?.Dispose();
         last = m.call(x);
@@ -229,7 +284,7 @@ long hwm = Status("VmHWM");
 File.WriteAllBytes(output, last!.bytes.ToArray());
 Array.Sort(times);
 Console.WriteLine(string.Join(" ", config, baseline, hwm, hwm - baseline, times[passes / 2].ToString("R", CultureInfo.InvariantCulture),
-                              offload?.PrefetchHits ?? 0, offload?.PrefetchWaits ?? 0));
+                              offload?.PrefetchHits ?? 0, offload?.PrefetchWaits ?? 0, offload?.PrefetchMisses ?? 0));
 
 store?.Dispose();
 return 0;
@@ -238,6 +293,47 @@ internal static class Native
 {
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "mallopt")]
     public static extern int Mallopt(int param, int value);
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "madvise", SetLastError = true)]
+    private static extern unsafe int Madvise(void* address, nuint length, int advice);
+
+    /// <summary>MADV_POPULATE_READ (Linux 5.14+) over a mapped tensor's pages: its page-table entries filled in one call.</summary>
+    public static unsafe void Populate(Tensor mapped)
+    {
+        const int MADV_POPULATE_READ = 22;
+        var span = mapped.bytes;
+        fixed (byte* p = span)
+        {
+            long start = (long)p & ~4095L;
+            long end = (long)p + span.Length;
+            if (Madvise((void*)start, (nuint)(end - start), MADV_POPULATE_READ) != 0)
+                throw new InvalidOperationException($"madvise failed: {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()}");
+        }
+    }
+
+    public static unsafe void TouchPages(Tensor mapped)
+    {
+        var span = mapped.bytes;
+        int sum = 0;
+        fixed (byte* p = span)
+            for (int at = 0; at < span.Length; at += 4096) sum += System.Threading.Volatile.Read(ref p[at]);
+        GC.KeepAlive(sum);
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "posix_fadvise")]
+    private static extern int PosixFadvise(int fd, long offset, long length, int advice);
+
+    /// <summary>Asks the kernel to drop the folder's files from the page cache (POSIX_FADV_DONTNEED: clean, unmapped pages go; no root needed).</summary>
+    public static void DropFromPageCache(string folder)
+    {
+        const int POSIX_FADV_DONTNEED = 4;
+        foreach (var file in Directory.GetFiles(folder))
+        {
+            using var handle = File.OpenHandle(file, FileMode.Open, FileAccess.Read);
+            int rc = PosixFadvise((int)handle.DangerousGetHandle(), 0, 0, POSIX_FADV_DONTNEED);
+            if (rc != 0) throw new InvalidOperationException($"posix_fadvise({file}) failed: {rc}");
+        }
+    }
 }
 
 internal static class StoredTensorShape

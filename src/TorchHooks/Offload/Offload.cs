@@ -77,6 +77,9 @@ namespace TorchHooks
         /// <summary>Calls that waited for a read ahead under way.</summary>
         public int PrefetchWaits => _prefetcher?.Waits ?? 0;
 
+        /// <summary>Calls whose read ahead was queued but not started by the prefetch thread: they read their weights themselves.</summary>
+        public int PrefetchMisses => _prefetcher?.Misses ?? 0;
+
         /// <summary>Whether no offloaded module holds its weights now (between calls: always).</summary>
         public bool AllReleased => _modules.All(m => m.IsReleased);
 

@@ -21,8 +21,18 @@ namespace TorchHooks
         private readonly object _lock = new();
         private readonly List<OffloadHook> _order = new();
         private readonly Dictionary<OffloadHook, int> _index = new();
-        private readonly Dictionary<OffloadHook, TaskCompletionSource<Tensor?[]>> _pending = new();
-        private readonly BlockingCollection<(OffloadHook Hook, Tensor?[] Into, TaskCompletionSource<Tensor?[]> Result)> _queue = new();
+        private readonly Dictionary<OffloadHook, Read> _pending = new();
+        private readonly BlockingCollection<Read> _queue = new();
+
+        /// <summary>One read ahead: queued (0), taken by the prefetch thread (1), or taken back by the module's call before the thread reached it (2).</summary>
+        private sealed class Read
+        {
+            public readonly OffloadHook Hook;
+            public readonly Tensor?[] Into;
+            public readonly TaskCompletionSource<Tensor?[]> Result = new(TaskCreationOptions.RunContinuationsAsynchronously);
+            public int State;
+            public Read(OffloadHook hook, Tensor?[] into) { Hook = hook; Into = into; }
+        }
         private readonly Thread _thread;
         private long _held;
         private bool _disposed;
@@ -37,8 +47,11 @@ namespace TorchHooks
         /// <summary>The most bytes read ahead and not yet used.</summary>
         public long BudgetBytes { get; }
 
-        /// <summary>Modules served from a finished read ahead, and those that had to wait for one under way.</summary>
-        public int Hits, Waits;
+        /// <summary>
+        /// Modules served from a finished read ahead; those that waited for one under way; and those whose read ahead had not
+        /// started when they were called, which read their weights themselves (no wait for the prefetch thread to be scheduled).
+        /// </summary>
+        public int Hits, Waits, Misses;
 
         /// <summary><paramref name="hook"/>'s module was entered: learn the order, or queue the modules after it.</summary>
         public void Entered(OffloadHook hook)
@@ -58,34 +71,44 @@ namespace TorchHooks
                     if (_pending.ContainsKey(next)) continue;
                     if (_held + next.Bytes > BudgetBytes) break;
                     _held += next.Bytes;
-                    var tcs = new TaskCompletionSource<Tensor?[]>(TaskCreationOptions.RunContinuationsAsynchronously);
-                    _pending[next] = tcs;
                     // Rented here, on the calling thread, and filled on the prefetch thread: a buffer the pool must allocate
                     // is allocated by the calling thread (memory allocated by one thread and freed by another stays in the
                     // allocating thread's malloc arena with glibc, keeping the process's RSS high after it is freed).
-                    _queue.Add((next, next.Allocate(), tcs));
+                    var read = new Read(next, next.Allocate());
+                    _pending[next] = read;
+                    _queue.Add(read);
                 }
             }
         }
 
-        /// <summary>The weights read ahead for <paramref name="hook"/> (waiting if the read is under way), or null if none was queued.</summary>
+        /// <summary>
+        /// The weights read ahead for <paramref name="hook"/> (waiting if the read is under way; reading them here if the
+        /// prefetch thread has not started it), or null if none was queued.
+        /// </summary>
         public Tensor?[]? Take(OffloadHook hook)
         {
-            TaskCompletionSource<Tensor?[]>? tcs;
+            Read? read;
             lock (_lock)
             {
-                if (!_pending.Remove(hook, out tcs)) return null;
+                if (!_pending.Remove(hook, out read)) return null;
             }
             try
             {
-                if (tcs.Task.IsCompleted)
+                if (read.Result.Task.IsCompleted)
                 {
                     Interlocked.Increment(ref Hits);
-                    return tcs.Task.GetAwaiter().GetResult();   // a failed read throws here, in the module's call
+                    return read.Result.Task.GetAwaiter().GetResult();   // a failed read throws here, in the module's call
+                }
+                if (Interlocked.CompareExchange(ref read.State, 2, 0) == 0)
+                {
+                    Interlocked.Increment(ref Misses);
+                    try { hook.Fill(read.Into, touch: false); }
+                    catch { hook.Return(read.Into); throw; }
+                    return read.Into;
                 }
                 Interlocked.Increment(ref Waits);
                 long start = SpanEvents.Requested ? Stopwatch.GetTimestamp() : 0;
-                try { return tcs.Task.GetAwaiter().GetResult(); }
+                try { return read.Result.Task.GetAwaiter().GetResult(); }
                 finally { if (start != 0) SpanEvents.Span("offload.wait", hook.Node, hook.Bytes, start, Stopwatch.GetTimestamp()); }
             }
             finally
@@ -96,32 +119,33 @@ namespace TorchHooks
 
         private void Run()
         {
-            foreach (var (hook, into, result) in _queue.GetConsumingEnumerable())
+            foreach (var read in _queue.GetConsumingEnumerable())
             {
+                if (Interlocked.CompareExchange(ref read.State, 1, 0) != 0) continue;   // the module's call took it back and read it itself
                 long start = SpanEvents.Requested ? Stopwatch.GetTimestamp() : 0;
-                try { hook.Fill(into, touch: true); }
-                catch (Exception e) { hook.Return(into); result.SetException(e); continue; }
-                if (start != 0) SpanEvents.Span("offload.prefetch", hook.Node, hook.Bytes, start, Stopwatch.GetTimestamp());
-                result.SetResult(into);
+                try { read.Hook.Fill(read.Into, touch: true); }
+                catch (Exception e) { read.Hook.Return(read.Into); read.Result.SetException(e); continue; }
+                if (start != 0) SpanEvents.Span("offload.prefetch", read.Hook.Node, read.Hook.Bytes, start, Stopwatch.GetTimestamp());
+                read.Result.SetResult(read.Into);
             }
         }
 
         /// <summary>Stops the thread and disposes what was read ahead and not used.</summary>
         public void Dispose()
         {
-            List<(OffloadHook Hook, TaskCompletionSource<Tensor?[]> Read)> left;
+            List<Read> left;
             lock (_lock)
             {
                 if (_disposed) return;
                 _disposed = true;
-                left = _pending.Select(p => (p.Key, p.Value)).ToList();
+                left = _pending.Values.ToList();
                 _pending.Clear();
                 _held = 0;
             }
             _queue.CompleteAdding();
             _thread.Join();
-            foreach (var (hook, read) in left)
-                if (read.Task.Status == TaskStatus.RanToCompletion) hook.Return(read.Task.Result);
+            foreach (var read in left)
+                if (read.Result.Task.Status == TaskStatus.RanToCompletion) read.Hook.Return(read.Result.Task.Result);
             _queue.Dispose();
         }
     }

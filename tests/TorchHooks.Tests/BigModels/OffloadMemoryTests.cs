@@ -49,7 +49,7 @@ namespace TorchHooks.Tests.BigModels
                 long peak(string config)
                 {
                     var line = Run(child, "run", model, $"{Layers}", $"{Width}", config, "3", Path.Combine(dir, "out-" + config.Replace(':', '-')));
-                    TestContext.Out.WriteLine($"{config}: baseline {long.Parse(line[1]) / 1e6:F1} MB, VmHWM {long.Parse(line[2]) / 1e6:F1} MB, peak above baseline {long.Parse(line[3]) / 1e6:F1} MB, median pass {double.Parse(line[4], System.Globalization.CultureInfo.InvariantCulture) * 1000:F0} ms, prefetch hits/waits {line[5]}/{line[6]}");
+                    TestContext.Out.WriteLine($"{config}: baseline {long.Parse(line[1]) / 1e6:F1} MB, VmHWM {long.Parse(line[2]) / 1e6:F1} MB, peak above baseline {long.Parse(line[3]) / 1e6:F1} MB, median pass {double.Parse(line[4], System.Globalization.CultureInfo.InvariantCulture) * 1000:F0} ms, prefetch hits/waits/misses {line[5]}/{line[6]}/{line[7]}");
                     return long.Parse(line[3]);
                 }
                 long resident = peak("resident");

@@ -111,8 +111,9 @@ namespace TorchHooks.Tests.BigModels
                 using (no_grad())
                 using (var y = m.call(x))
                     Assert.That(BitEqual(y, want), $"pass {pass}");
-            TestContext.Out.WriteLine($"prefetch: {offload.PrefetchHits} hits, {offload.PrefetchWaits} waits over 5 passes of {offload.Paths.Count} modules");
-            Assert.That(offload.PrefetchHits + offload.PrefetchWaits, Is.GreaterThanOrEqualTo(5 * 3), "every module after the first of each pass came from a read ahead");
+            TestContext.Out.WriteLine($"prefetch: {offload.PrefetchHits} hits, {offload.PrefetchWaits} waits, {offload.PrefetchMisses} misses over 5 passes of {offload.Paths.Count} modules");
+            Assert.That(offload.PrefetchHits + offload.PrefetchWaits + offload.PrefetchMisses, Is.GreaterThanOrEqualTo(5 * 3), "every module after the first of each pass had a read ahead queued");
+            Assert.That(offload.PrefetchHits + offload.PrefetchWaits, Is.GreaterThan(0), "the prefetch thread read some of them");
             offload.Dispose();
             GC.Collect(); GC.WaitForPendingFinalizers();
             Assert.That(Tensor.TotalCount, Is.LessThanOrEqualTo(tensors + 8), "live tensors flat (the 8 are the restored parameters)");
@@ -245,7 +246,7 @@ namespace TorchHooks.Tests.BigModels
                     Assert.That(offload.AllReleased, $"pass {pass}: released");
                 }
                 var (allocated, reused) = offload.BufferPoolCounts;
-                TestContext.Out.WriteLine($"map {map}, prefetch {prefetch}: pool allocated {allocated}, reused {reused}; prefetch hits {offload.PrefetchHits}, waits {offload.PrefetchWaits}");
+                TestContext.Out.WriteLine($"map {map}, prefetch {prefetch}: pool allocated {allocated}, reused {reused}; prefetch hits {offload.PrefetchHits}, waits {offload.PrefetchWaits}, misses {offload.PrefetchMisses}");
                 if (map) Assert.That(allocated + reused, Is.EqualTo(0), "mapped weights need no buffer");
                 else Assert.That(allocated + reused, prefetch == 0 ? Is.EqualTo(4 * 8) : Is.GreaterThanOrEqualTo(4 * 8), "every copied tensor went through the pool (reads ahead for the next pass too; differently shaped modules evict each other's buffers: the pool keeps its capacity)");
                 Assert.That(m.Unwrap().parameters().Zip(parameters, ReferenceEquals).All(same => same), "the same Parameter objects over the passes");
@@ -313,7 +314,8 @@ namespace TorchHooks.Tests.BigModels
             foreach (var wait in spans.Where(s => s.Name == "offload.wait"))
                 Assert.That(loads.Any(l => l.Path == wait.Path && l.StartTimestamp <= wait.StartTimestamp && wait.EndTimestamp <= l.EndTimestamp), "a wait lies inside its load");
             var prefetches = spans.Where(s => s.Name == "offload.prefetch").ToList();
-            Assert.That(prefetches, Has.Count.GreaterThanOrEqualTo(3 * 4 - 1), "every load after the first traced one was read ahead");
+            Assert.That(prefetches.Count + offload.PrefetchMisses, Is.GreaterThanOrEqualTo(3 * 4 - 1), "every load after the first traced one was read ahead (or taken back by its call before the prefetch thread reached it)");
+            Assert.That(prefetches, Is.Not.Empty);
             Assert.That(prefetches.Select(p => p.ThreadId).Distinct().Single(), Is.Not.EqualTo(caller), "reads ahead on their own thread");
             Assert.That(prefetches[0].ThreadName, Is.EqualTo("TorchHooks offload prefetch"));
 
