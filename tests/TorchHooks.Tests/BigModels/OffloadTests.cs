@@ -291,11 +291,17 @@ namespace TorchHooks.Tests.BigModels
             using (no_grad()) m.call(x).Dispose();   // learn the order (no tracer: nothing is recorded anywhere)
             Assert.That(SpanEvents.Requested, Is.False, "no span observer without a tracer");
             ModuleTracer trace;
+            int passes = 0;
             using (trace = m.Trace())
             {
                 Assert.That(SpanEvents.Requested, Is.True, "a tracer subscribes to the span route");
-                for (int pass = 0; pass < 3; pass++)
+                // At least 3 passes, and until the prefetch thread has done a read ahead (these modules compute in microseconds:
+                // a call often takes back a read ahead the thread has not started yet, PrefetchMisses).
+                while (passes < 3 || passes < 200 && !trace.Spans.Any(s => s.Name == "offload.prefetch"))
+                {
                     using (no_grad()) m.call(x).Dispose();
+                    passes++;
+                }
             }
             Assert.That(SpanEvents.Requested, Is.False, "unsubscribed when the tracer is disposed");
             var spans = trace.Spans;
@@ -303,7 +309,7 @@ namespace TorchHooks.Tests.BigModels
             int caller = calls.First(c => c.Path == "fc1").ThreadId;
             var loads = spans.Where(s => s.Name == "offload.load").ToList();
             Assert.That(loads.Select(s => s.Path).Distinct(), Is.EquivalentTo(new[] { "fc1", "norm", "fc2", "fc3" }));
-            Assert.That(loads, Has.Count.EqualTo(3 * 4), "one load per offloaded module call");
+            Assert.That(loads, Has.Count.EqualTo(passes * 4), "one load per offloaded module call");
             foreach (var load in loads)
             {
                 Assert.That(load.ThreadId, Is.EqualTo(caller), "loads run on the calling thread");
@@ -314,7 +320,7 @@ namespace TorchHooks.Tests.BigModels
             foreach (var wait in spans.Where(s => s.Name == "offload.wait"))
                 Assert.That(loads.Any(l => l.Path == wait.Path && l.StartTimestamp <= wait.StartTimestamp && wait.EndTimestamp <= l.EndTimestamp), "a wait lies inside its load");
             var prefetches = spans.Where(s => s.Name == "offload.prefetch").ToList();
-            Assert.That(prefetches.Count + offload.PrefetchMisses, Is.GreaterThanOrEqualTo(3 * 4 - 1), "every load after the first traced one was read ahead (or taken back by its call before the prefetch thread reached it)");
+            Assert.That(prefetches.Count + offload.PrefetchMisses, Is.GreaterThanOrEqualTo(passes * 4 - 1), "every load after the first traced one was read ahead (or taken back by its call before the prefetch thread reached it)");
             Assert.That(prefetches, Is.Not.Empty);
             Assert.That(prefetches.Select(p => p.ThreadId).Distinct().Single(), Is.Not.EqualTo(caller), "reads ahead on their own thread");
             Assert.That(prefetches[0].ThreadName, Is.EqualTo("TorchHooks offload prefetch"));
