@@ -12,6 +12,7 @@ using static TorchSharp.torch;
 //   write    <model.bin> <layers> <width>                          a seeded model, saved with Module.save and as an
 //                                                                   Accelerate offload folder <model.bin>.offload
 //   profile  <model.bin> <layers> <width> <rounds>                 where a materialisation's time goes (one tensor)
+//   rechunk  <model.bin> <layers> <width> <bytes>                  rewrites the offload folder's files in writes of <bytes>
 //   run      <model.bin> <layers> <width> <mode> <passes> <out>    mode: resident | offload | offload-copy | prefetch:<bytes>
 //                                                                   | prefetch-copy:<bytes> (offload modes read <model.bin>.offload)
 //   load     <model.bin> <layers> <width> <how> [cold]             how: stream (empty model + streaming load_state_dict)
@@ -43,6 +44,22 @@ if (mode == "write")
     // The same weights in Accelerate's offload folder (one aligned .dat per tensor): what the offload runs read.
     using var sd = model.WithHooks().StateDict();
     OffloadFolder.Write(sd, path + ".offload");
+    return 0;
+}
+
+if (mode == "rechunk")
+{
+    // Rewrites every file of <model.bin>.offload with writes of <bytes> each (the page cache keeps what a write wrote in
+    // folios of about that size: see the profile's mapping rows and docs/offload.md).
+    int chunk = int.Parse(args[4], CultureInfo.InvariantCulture);
+    foreach (var file in Directory.GetFiles(path + ".offload", "*.dat"))
+    {
+        var data = File.ReadAllBytes(file);
+        File.Delete(file);
+        using var handle = File.OpenHandle(file, FileMode.CreateNew, FileAccess.Write);
+        for (int at = 0; at < data.Length; at += chunk)
+            RandomAccess.Write(handle, new ReadOnlySpan<byte>(data, at, Math.Min(chunk, data.Length - at)), at);
+    }
     return 0;
 }
 
