@@ -46,6 +46,13 @@ namespace TorchHooks.Tests.BigModels
             return (x, want, empty.WithHooks());
         }
 
+        private sealed class Cleanup : IDisposable
+        {
+            private readonly Action _action;
+            public Cleanup(Action action) { _action = action; }
+            public void Dispose() => _action();
+        }
+
         private static bool BitEqual(Tensor a, Tensor b) => a.shape.SequenceEqual(b.shape) && a.dtype == b.dtype && a.eq(b).all().item<bool>();
 
         [Test(Description = "Accelerate test_disk_offload: an empty model offloaded to disk runs bit-identical to the resident model; between calls no offloaded parameter holds storage")]
@@ -146,8 +153,8 @@ namespace TorchHooks.Tests.BigModels
             using (no_grad()) m.call(x).Dispose();   // and the model still runs
         }
 
-        [Test(Description = "autocast: an offloaded module's lower-precision casts are never cached, so a cast of released or replaced weights is never served")]
-        public void Autocast_never_serves_a_cast_of_released_weights()
+        [Test(Description = "autocast: an offloaded module's lower-precision casts are never cached, so a cast of released or replaced weights is never served (host store: pooled buffers; disk offload folder: mapped weights)")]
+        public void Autocast_never_serves_a_cast_of_released_weights([Values("host", "mapped")] string kind)
         {
             var a = Resident();
             var b = Model();   // other weights
@@ -155,8 +162,16 @@ namespace TorchHooks.Tests.BigModels
             Tensor wantB;
             using (no_grad()) using (Amp.autocast(DeviceType.CPU, ScalarType.BFloat16)) wantB = b.call(x);
             var m = a.WithHooks();
-            using var storeA = WeightStore.Host(m.StateDict());
-            using var storeB = WeightStore.Host(b.WithHooks().StateDict());
+            var folders = new System.Collections.Generic.List<string>();
+            WeightStore Store(Sequential model)
+            {
+                if (kind == "host") return WeightStore.Host(model.WithHooks().StateDict());
+                folders.Add(Folder(model));
+                return WeightStore.Disk(Checkpoint.Open(folders[^1]));
+            }
+            using var cleanup = new Cleanup(() => folders.ForEach(f => Directory.Delete(f, recursive: true)));
+            using var storeA = Store(a);
+            using var storeB = Store(b);
             using (no_grad())
             using (Amp.autocast(DeviceType.CPU, ScalarType.BFloat16))
             {
