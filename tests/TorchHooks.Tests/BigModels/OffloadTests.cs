@@ -350,6 +350,10 @@ namespace TorchHooks.Tests.BigModels
             Assert.That(json.RootElement.GetProperty("traceEvents").EnumerateArray().Any(e => e.GetProperty("ph").GetString() == "M" && e.GetProperty("tid").GetInt32() == prefetchTid
                         && e.GetProperty("args").TryGetProperty("name", out var n) && n.GetString() == "TorchHooks offload prefetch"), "the prefetch track is named");
             Assert.That(offloadEvents.Any(e => e.TryGetProperty("args", out var a) && a.TryGetProperty("clamped", out _)), Is.False, "offload spans nest without clamping");
+
+            var timeline = trace.ToTimeline();
+            Assert.That(timeline.SpanCount, Is.EqualTo(spans.Count), "the timeline picture draws every span");
+            Assert.That(timeline.ToSvg(), Does.Contain("TorchHooks offload prefetch").And.Contain("offload.load"), "the prefetch thread's lane, and the loads");
         }
     }
 }
