@@ -12,7 +12,8 @@ namespace TorchHooks
     /// A checkpoint on disk, opened for streaming: its headers are read and checked when it is opened (no tensor
     /// data are read), and each tensor is later read on its own with positioned reads (<c>pread</c>) straight into its
     /// destination — so loading a model costs what stays resident, not a second copy of the model (nothing is mapped:
-    /// the bytes come from the page cache in one copy). Formats: safetensors (one file, or Hugging Face's sharded
+    /// the bytes come from the page cache in one copy; an offload maps aligned tensors instead,
+    /// <see cref="OffloadOptions.MapWeights"/>). Formats: safetensors (one file, or Hugging Face's sharded
     /// <c>model.safetensors.index.json</c>), TorchSharp's own <c>Module.save</c> files, and Accelerate's offload
     /// folder (<c>index.json</c> + one <c>.dat</c> per tensor).
     /// </summary>
