@@ -179,6 +179,13 @@ namespace TorchHooks
             return part.view(stored.ShapeArray);
         }
 
+        /// <summary>Starts reading <paramref name="stored"/>'s bytes into the page cache in the background (<see cref="PageCache.WillNeed"/>; a read ahead's first step).</summary>
+        internal void WillNeed(StoredTensor stored)
+        {
+            if (stored.ByteCount == 0) return;
+            PageCache.WillNeed(HandleOf(stored), stored.Offset, stored.ByteCount);
+        }
+
         /// <summary>Throws if <paramref name="stored"/>'s file changed size since the checkpoint was opened; returns its size.</summary>
         internal long CheckUnchanged(StoredTensor stored)
         {
