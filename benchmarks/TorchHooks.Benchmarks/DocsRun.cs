@@ -126,7 +126,7 @@ namespace TorchHooks.Benchmarks
         };
 
         /// <summary>The paired runners the docs command runs after the BenchmarkDotNet suites (their cases: <c>CaseKeys</c>).</summary>
-        public static readonly Type[] PairedSuites = { typeof(TracingPaired), typeof(BackwardPaired), typeof(CheckpointBench) };
+        public static readonly Type[] PairedSuites = { typeof(TracingPaired), typeof(BackwardPaired), typeof(CheckpointBench), typeof(OffloadProbe) };
 
         public static int Run(string[] args)
         {
@@ -170,7 +170,7 @@ namespace TorchHooks.Benchmarks
             }
 
             var outOfProcess = new List<SuiteRun>();
-            var crossSuites = Suites.Where(s => s.Type == typeof(DispatchBenchmarks) || s.Type == typeof(ChainDispatchBenchmarks)
+            var crossSuites = Suites.Where(s => (s.Type == typeof(DispatchBenchmarks) || s.Type == typeof(ChainDispatchBenchmarks))
                                                 && (only is null || only.Contains(s.Key, StringComparer.OrdinalIgnoreCase))).ToArray();
             if (crossCheck && crossSuites.Length > 0)
             {
@@ -215,12 +215,21 @@ namespace TorchHooks.Benchmarks
                 checkpoint = CheckpointBench.Measure(dry ? 1 : roundsOverride ?? 3, dry ? 1 : 5, dry ? 256 : 2048, threads: 1, mmap: false, log: true);
             }
 
+            // Suite 9, models bigger than memory (OffloadProbe.cs): one child process per configuration, alternating rounds.
+            OffloadProbe.Result? offload = null;
+            if (only is null || only.Contains("Offload", StringComparer.OrdinalIgnoreCase))
+            {
+                Console.WriteLine("// ===== Offload: child processes per configuration =====");
+                offload = OffloadProbe.Measure(root, dry ? 1 : roundsOverride ?? 2, 24, 2048, dry ? 2 : 5, log: true, groups: dry ? 3 : 21);
+            }
+
             var loadEnd = Machine.LoadAverage();
             total.Stop();
             var paired = new List<PairedSection>();
             if (tracing is not null) paired.Add(TracingPaired.Section(tracing));   // section 6 and its goal row
             if (backward is not null) paired.Add(BackwardPaired.Section(backward));   // section 7 and its goal rows
             if (checkpoint is not null) paired.Add(CheckpointBench.Section(checkpoint));   // section 8 and its goal rows
+            if (offload is not null) paired.Add(OffloadProbe.Section(offload));   // section 9 and its goal rows
             var md = Report.Render(machine, runs, outOfProcess, py, sanity, dry, loadStart, loadEnd, total.Elapsed, paired);
             if (write)
             {
