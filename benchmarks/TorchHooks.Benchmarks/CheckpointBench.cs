@@ -112,7 +112,7 @@ namespace TorchHooks.Benchmarks
             {
                 Goals.CheckpointMemory.Row(string.Create(inv, $"{memCut * 100:0}% lower ({r.Act(NoneCase):0} → {r.Act(EveryBlockCase):0} MB)"), memCut >= GoalMemoryCut),
                 Goals.CheckpointTime.Row(string.Create(inv, $"{wall:0.00}× ({r.Ms(NoneCase):0} → {r.Ms(EveryBlockCase):0} ms)"), wall <= GoalTimeRatio),
-                Goals.CheckpointCpuTime.Row(string.Create(inv, $"{cpu:0.00}× ({r.Cpu(NoneCase):0} → {r.Cpu(EveryBlockCase):0} ms)"), cpu <= GoalTimeRatio),
+                Goals.CheckpointCpuTime.Row(string.Create(inv, $"{cpu:0.00}× ({r.Cpu(NoneCase):0} → {r.Cpu(EveryBlockCase):0} ms)"), GoalState.Reported),
                 Goals.CheckpointSegments.Row(string.Create(inv, $"{r.MemCut(SegmentsCase) * 100:0}% lower / {r.Ms(SegmentsCase) / r.Ms(NoneCase):0.00}× wall / {r.Cpu(SegmentsCase) / r.Cpu(NoneCase):0.00}× CPU"), GoalState.Reported),
                 Goals.CheckpointNothing.Row(string.Create(inv, $"{r.NothingExtraNs:+0.0;−0.0} ns, concern {(r.NothingInactive ? "inactive" : "ACTIVE")} on all {r.NothingModules} modules"), r.NothingInactive),
             };
