@@ -46,7 +46,7 @@ namespace TorchHooks.Benchmarks
         /// <summary>One run: per configuration, each child's (wall ms, CPU ms, baseline MB, peak MB); the nothing-checkpointed probe.</summary>
         public sealed class Result
         {
-            public readonly Dictionary<string, List<(double Ms, double CpuMs, double BaseMb, double PeakMb)>> Children = Configs.ToDictionary(c => c, _ => new List<(double, double, double, double)>());
+            public readonly Dictionary<string, List<(double Ms, double CpuMs, double BaseMb, double PeakMb, double FwdMs, double BwdMs)>> Children = Configs.ToDictionary(c => c, _ => new List<(double, double, double, double, double, double)>());
             public int Rounds, Steps, Batch, Threads;
             public bool MallocMmap;
             public string LoadBefore = "", LoadAfter = "", CpuFlags = "";
@@ -57,6 +57,8 @@ namespace TorchHooks.Benchmarks
 
             public double Ms(string c) => Stat.Median(Children[c].Select(x => x.Ms));
             public double Cpu(string c) => Stat.Median(Children[c].Select(x => x.CpuMs));
+            public double Fwd(string c) => Stat.Median(Children[c].Select(x => x.FwdMs));
+            public double Bwd(string c) => Stat.Median(Children[c].Select(x => x.BwdMs));
             public double Act(string c) => Stat.Median(Children[c].Select(x => x.PeakMb - x.BaseMb));
             public double MemCut(string c) => 1 - Act(c) / Act(NoneCase);
         }
@@ -92,7 +94,7 @@ namespace TorchHooks.Benchmarks
                 {
                     var line = RunChild(config, steps, batch, threads, mmap);
                     var f = line.Split(' ').Select(x => double.Parse(x, CultureInfo.InvariantCulture)).ToArray();
-                    r.Children[config].Add((f[0], f[1], f[2], f[3]));
+                    r.Children[config].Add((f[0], f[1], f[2], f[3], f[4], f[5]));
                     if (log) Console.WriteLine($"  round {round + 1} {config,-14} step {f[0],8:0.0} ms (CPU {f[1],8:0.0} ms)  baseline {f[2],7:0.0} MB  peak {f[3],7:0.0} MB  activations {f[3] - f[2],7:0.0} MB");
                 }
             }
@@ -128,10 +130,12 @@ namespace TorchHooks.Benchmarks
                       string.Create(inv, $"Each configuration runs in its own child process ({r.Rounds} rounds, the order reversed on odd rounds; libtorch threads: {(r.Threads > 0 ? r.Threads.ToString(inv) : "libtorch's default")}; glibc malloc {(r.MallocMmap ? "with a static mmap threshold of 128 KB" : "as it comes")}), which reads its VmHWM after building the model, the optimizer and the data and running two batch-1 steps (parameters, gradients, Adam state: the baseline) and again after {r.Steps + 1} full steps; activation memory = the difference. ") +
                       string.Create(inv, $"Step time: median over a child's steps (the first left out), then over rounds; wall clock and the process's CPU time (user + system). Load average {r.LoadBefore} before, {r.LoadAfter} after; CPU flags: {r.CpuFlags}; {r.Elapsed.TotalSeconds:0} s. Command: `dotnet run -c Release --project benchmarks/TorchHooks.Benchmarks -- --checkpoint-bench --threads {r.Threads}`."));
             sb.AppendLine();
-            sb.AppendLine("| Configuration | step time, wall (median) | × none | step CPU time (median) | × none | activation memory (median) | vs none |");
-            sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|");
+            sb.AppendLine("| Configuration | step time, wall (median) | × none | of which forward | of which backward | step CPU time (median) | × none | activation memory (median) | vs none |");
+            sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
             foreach (var c in Configs)
-                sb.AppendLine(string.Create(inv, $"| {c} | {r.Ms(c):0} ms | {r.Ms(c) / r.Ms(NoneCase):0.00}× | {r.Cpu(c):0} ms | {r.Cpu(c) / r.Cpu(NoneCase):0.00}× | {r.Act(c):0} MB | {(r.Act(c) / r.Act(NoneCase) - 1) * 100:+0;−0}% |"));
+                sb.AppendLine(string.Create(inv, $"| {c} | {r.Ms(c):0} ms | {r.Ms(c) / r.Ms(NoneCase):0.00}× | {r.Fwd(c):0} ms | {r.Bwd(c):0} ms | {r.Cpu(c):0} ms | {r.Cpu(c) / r.Cpu(NoneCase):0.00}× | {r.Act(c):0} MB | {(r.Act(c) / r.Act(NoneCase) - 1) * 100:+0;−0}% |"));
+            sb.AppendLine();
+            sb.AppendLine(string.Create(inv, $"What checkpointing every block adds is in the backward: {r.Bwd(EveryBlockCase) - r.Bwd(NoneCase):0} ms, against the un-checkpointed forward's {r.Fwd(NoneCase):0} ms (the recompute is one more forward; PyTorch's reentrant checkpoint costs the same). So the step-time ratio is about (forward + step) / step for this model, whatever the machine."));
             sb.AppendLine();
             sb.AppendLine(string.Create(inv, $"Nothing checkpointed: the concern is inactive on all {r.NothingModules} modules of a wrapped tiny MLP: {r.NothingInactive} (no call-path bit, no dispatcher attached), so a module call runs TorchSharp's code only. Measured anyway, one thread, 41 paired rounds in alternating order: bare {r.NothingBareNs:0} ns, wrapped {r.NothingWrappedNs:0} ns per model call; median paired difference {r.NothingExtraNs:+0.0;−0.0} ns per module call (noise: the same code runs)."));
             sb.AppendLine();
@@ -188,7 +192,7 @@ namespace TorchHooks.Benchmarks
             using var x1 = randn(1, Width);
             using var t1 = randn(1, 1);
             var self = Process.GetCurrentProcess();
-            double cpu = 0;
+            double cpu = 0, fwd = 0, bwd = 0;
             double Step(Tensor input, Tensor target)
             {
                 using var d = NewDisposeScope();
@@ -197,13 +201,17 @@ namespace TorchHooks.Benchmarks
                 long t0 = Stopwatch.GetTimestamp();
                 opt.zero_grad();
                 var loss = nn.functional.mse_loss(m.call(input), target);
+                long tf = Stopwatch.GetTimestamp();
                 if (s_memTrace) Console.Error.WriteLine($"after forward: RSS {VmMb("VmRSS:"):0.0} MB, HWM {VmHwmMb():0.0} MB");
                 loss.Backward();
+                long tb = Stopwatch.GetTimestamp();
                 if (s_memTrace) Console.Error.WriteLine($"after backward: RSS {VmMb("VmRSS:"):0.0} MB, HWM {VmHwmMb():0.0} MB");
                 opt.step();
                 long t1 = Stopwatch.GetTimestamp();
                 self.Refresh();
                 cpu = (self.TotalProcessorTime - c0).TotalMilliseconds;
+                fwd = (tf - t0) * 1000.0 / Stopwatch.Frequency;
+                bwd = (tb - tf) * 1000.0 / Stopwatch.Frequency;
                 return (t1 - t0) * 1000.0 / Stopwatch.Frequency;
             }
             Step(x1, t1);   // gradients and Adam state exist from here: the baseline
@@ -211,9 +219,11 @@ namespace TorchHooks.Benchmarks
             double baseline = VmHwmMb();
             var times = new List<double>();
             var cpus = new List<double>();
-            for (int i = 0; i < steps + 1; i++) { times.Add(Step(x, t)); cpus.Add(cpu); }
+            var fwds = new List<double>();
+            var bwds = new List<double>();
+            for (int i = 0; i < steps + 1; i++) { times.Add(Step(x, t)); cpus.Add(cpu); fwds.Add(fwd); bwds.Add(bwd); }
             double peak = VmHwmMb();
-            Console.WriteLine(FormattableString.Invariant($"{Stat.Median(times.Skip(1)):0.000} {Stat.Median(cpus.Skip(1)):0.000} {baseline:0.0} {peak:0.0}"));
+            Console.WriteLine(FormattableString.Invariant($"{Stat.Median(times.Skip(1)):0.000} {Stat.Median(cpus.Skip(1)):0.000} {baseline:0.0} {peak:0.0} {Stat.Median(fwds.Skip(1)):0.000} {Stat.Median(bwds.Skip(1)):0.000}"));
             return 0;
         }
 
