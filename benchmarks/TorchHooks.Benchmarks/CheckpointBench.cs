@@ -135,7 +135,7 @@ namespace TorchHooks.Benchmarks
             foreach (var c in Configs)
                 sb.AppendLine(string.Create(inv, $"| {c} | {r.Ms(c):0} ms | {r.Ms(c) / r.Ms(NoneCase):0.00}× | {r.Fwd(c):0} ms | {r.Bwd(c):0} ms | {r.Cpu(c):0} ms | {r.Cpu(c) / r.Cpu(NoneCase):0.00}× | {r.Act(c):0} MB | {(r.Act(c) / r.Act(NoneCase) - 1) * 100:+0;−0}% |"));
             sb.AppendLine();
-            sb.AppendLine(string.Create(inv, $"What checkpointing every block adds is in the backward: {r.Bwd(EveryBlockCase) - r.Bwd(NoneCase):0} ms, against the un-checkpointed forward's {r.Fwd(NoneCase):0} ms (the recompute is one more forward; PyTorch's reentrant checkpoint costs the same). So the step-time ratio is about (forward + step) / step for this model, whatever the machine."));
+            sb.AppendLine(string.Create(inv, $"What checkpointing every block adds is in the backward: {r.Bwd(EveryBlockCase) - r.Bwd(NoneCase):0} ms, against the un-checkpointed forward's {r.Fwd(NoneCase):0} ms (the recompute is one more forward; PyTorch's reentrant checkpoint costs the same). So the step-time ratio is about (forward + step) / step for this model."));
             sb.AppendLine();
             sb.AppendLine(string.Create(inv, $"Nothing checkpointed: the concern is inactive on all {r.NothingModules} modules of a wrapped tiny MLP: {r.NothingInactive} (no call-path bit, no dispatcher attached), so a module call runs TorchSharp's code only. Measured anyway, one thread, 41 paired rounds in alternating order: bare {r.NothingBareNs:0} ns, wrapped {r.NothingWrappedNs:0} ns per model call; median paired difference {r.NothingExtraNs:+0.0;−0.0} ns per module call (noise: the same code runs)."));
             sb.AppendLine();
