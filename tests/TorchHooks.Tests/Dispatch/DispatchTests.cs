@@ -1,0 +1,292 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using NUnit.Framework;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace TorchHooks.Tests.Dispatch
+{
+    /// <summary>
+    /// Accelerate's dispatch_model / AlignDevicesHook on cpu and meta (CUDA cannot run here): placement keeping the
+    /// Parameter objects, inputs moved to each module's device, io_same_device on the top level, disk entries through
+    /// Offload, removal restoring, and refusals that change nothing.
+    /// </summary>
+    public class DispatchTests
+    {
+        /// <summary>A Linear that records the device its input arrives on (inside forward: after the call-path hooks' pre_forward).</summary>
+        private sealed class Probe : nn.Module<Tensor, Tensor>
+        {
+            public readonly Linear inner;
+            public readonly List<DeviceType> Seen = new();
+            public Probe(long i, long o) : base(nameof(Probe)) { inner = nn.Linear(i, o); RegisterComponents(); }
+            public override Tensor forward(Tensor x) { Seen.Add(x.device_type); return inner.call(x); }
+        }
+
+        /// <summary>Main path on one module, a side branch computed and dropped (so a meta side branch still gives a CPU output).</summary>
+        private sealed class Branchy : nn.Module<Tensor, Tensor>
+        {
+            public readonly Probe main, side;
+            public readonly Sequential tail;
+            public DeviceType SideOutput;
+            public Branchy() : base(nameof(Branchy))
+            {
+                main = new Probe(4, 4); side = new Probe(4, 3);
+                tail = nn.Sequential(("relu", nn.ReLU()), ("out", nn.Linear(4, 2)));
+                RegisterComponents();
+            }
+            public override Tensor forward(Tensor x)
+            {
+                using (var s = side.call(x)) SideOutput = s.device_type;
+                using var h = main.call(x);
+                return tail.call(h);
+            }
+        }
+
+        /// <summary>What must not change when a dispatch is refused: objects, devices, values, hooks.</summary>
+        private sealed class Snapshot
+        {
+            private readonly List<(string Name, Tensor Object, DeviceType Device, Tensor? Copy)> _tensors = new();
+            private readonly IHookedModule _m;
+            public Snapshot(IHookedModule m)
+            {
+                _m = m;
+                var root = m.Unwrap();
+                foreach (var (n, p) in root.named_parameters()) _tensors.Add((n, p, p.device_type, p.device_type == DeviceType.META ? null : p.detach().clone()));
+                foreach (var (n, b) in root.named_buffers()) _tensors.Add((n, b, b.device_type, b.device_type == DeviceType.META ? null : b.detach().clone()));
+            }
+            public void AssertUnchanged()
+            {
+                var root = _m.Unwrap();
+                var now = root.named_parameters().Select(p => (p.name, (Tensor)p.parameter)).Concat(root.named_buffers()).ToList();
+                Assert.That(now.Count, Is.EqualTo(_tensors.Count));
+                for (int i = 0; i < now.Count; i++)
+                {
+                    var (name, obj, device, copy) = _tensors[i];
+                    Assert.That(now[i].Item1, Is.EqualTo(name));
+                    Assert.That(ReferenceEquals(now[i].Item2, obj), $"'{name}' is another object");
+                    Assert.That(obj.device_type, Is.EqualTo(device), $"'{name}' moved");
+                    if (copy is not null) Assert.That(obj.eq(copy).all().item<bool>(), $"'{name}' changed");
+                }
+                foreach (var path in _m.Paths) Assert.That(_m[path].model_hook, Is.Null, $"a hook was left on '{path}'");
+            }
+        }
+
+        private static List<Tensor> Tensors(nn.Module m) => m.parameters().Cast<Tensor>().Concat(m.buffers()).ToList();
+
+        [Test(Description = "a cpu + meta map: the meta submodule's parameters are on meta (same objects) and its input arrives on meta; the other modules run on cpu; the top-level output is on the input's device; removal restores objects, devices and values")]
+        public void Cpu_and_meta_map_moves_inputs_and_keeps_parameter_objects()
+        {
+            manual_seed(1);
+            var net = new Branchy();
+            var m = net.WithHooks();
+            var before = Tensors(net);
+            var values = before.Select(t => t.detach().clone()).ToList();
+            using var x = rand(2, 4);
+            using var want = net.forward(x);
+            net.side.Seen.Clear(); net.main.Seen.Clear();
+
+            var handle = m.dispatch_model(new Dictionary<string, string> { ["main"] = "cpu", ["side"] = "meta", ["tail"] = "cpu" }, main_device: "cpu");
+            Assert.That(handle.main_device!.type, Is.EqualTo(DeviceType.CPU));
+            var during = Tensors(net);
+            Assert.That(during.Zip(before).All(p => ReferenceEquals(p.First, p.Second)), "Parameter objects kept");
+            Assert.That(net.side.inner.weight!.device_type, Is.EqualTo(DeviceType.META));
+            Assert.That(ReferenceEquals(net.side.inner.weight, before[net.parameters().ToList().FindIndex(p => ReferenceEquals(p, net.side.inner.weight))]));
+            Assert.That(net.main.inner.weight!.device_type, Is.EqualTo(DeviceType.CPU));
+
+            using (var y = m.call(x))
+            {
+                Assert.That(y.device_type, Is.EqualTo(DeviceType.CPU));
+                Assert.That(y.eq(want).all().item<bool>(), "the cpu path computes the same output");
+            }
+            Assert.That(net.side.Seen, Is.EqualTo(new[] { DeviceType.META }), "the side branch's input was moved to meta");
+            Assert.That(net.SideOutput, Is.EqualTo(DeviceType.META));
+            Assert.That(net.main.Seen, Is.EqualTo(new[] { DeviceType.CPU }));
+
+            handle.Dispose();
+            var after = Tensors(net);
+            Assert.That(after.Zip(before).All(p => ReferenceEquals(p.First, p.Second)), "Parameter objects kept after removal");
+            Assert.That(after.All(t => t.device_type == DeviceType.CPU));
+            for (int i = 0; i < after.Count; i++) Assert.That(after[i].eq(values[i]).all().item<bool>(), "values restored");
+            foreach (var path in m.Paths) Assert.That(m[path].model_hook, Is.Null);
+        }
+
+        [Test(Description = "Accelerate's hook layout: io_same_device on the top level (main device), a placing hook per mapped module, an input-moving hook on each submodule with tensors under it, none on parameterless modules")]
+        public void Hooks_follow_attach_align_device_hook_on_blocks()
+        {
+            var net = new Branchy();
+            var m = net.WithHooks();
+            using var handle = m.dispatch_model(new Dictionary<string, string> { ["main"] = "cpu", ["side"] = "meta", ["tail"] = "cpu" }, main_device: "cpu");
+            AlignDevicesHook Hook(string p) => (AlignDevicesHook)m[p].model_hook!;
+            Assert.That(Hook("").io_same_device && !Hook("").place_submodules && Hook("").execution_device.type == DeviceType.CPU);
+            Assert.That(Hook("side").place_submodules && !Hook("side").io_same_device && Hook("side").execution_device.type == DeviceType.META);
+            Assert.That(!Hook("side.inner").place_submodules && Hook("side.inner").execution_device.type == DeviceType.META);
+            Assert.That(Hook("tail").place_submodules);
+            Assert.That(m[("tail.relu")].model_hook, Is.Null, "a module without tensors gets no hook");
+            Assert.That(Hook("tail.out").execution_device.type, Is.EqualTo(DeviceType.CPU));
+            Assert.That(handle.HookCount, Is.EqualTo(7));   // "", main, main.inner, side, side.inner, tail, tail.out
+        }
+
+        [Test(Description = "io_same_device: the top level moves the input to the main device and tries to move the output back to where the input was; from meta (no data) that is refused naming the reason")]
+        public void Io_same_device_moves_the_output_back_to_the_input_device()
+        {
+            var model = nn.Sequential(("a", new Probe(4, 4)), ("b", new Probe(4, 2)));
+            var m = model.WithHooks();
+            using var handle = m.dispatch_model(new Dictionary<string, string> { ["a"] = "cpu", ["b"] = "meta" });
+            Assert.That(handle.main_device!.type, Is.EqualTo(DeviceType.META), "Accelerate's default main device: the first non-cpu device");
+            using var x = rand(2, 4);
+            var e = Assert.Throws<InvalidOperationException>(() => m.call(x).Dispose())!;
+            // the top level moved x to meta (the main device), so "a" (on cpu) cannot take it
+            Assert.That(e.Message, Does.Contain("An input of Probe is on meta (no data) and cannot move to its execution device, cpu"));
+
+            handle.Dispose();
+            using var handle2 = m.dispatch_model(new Dictionary<string, string> { ["a"] = "cpu", ["b"] = "meta" }, main_device: "cpu");
+            var e2 = Assert.Throws<InvalidOperationException>(() => m.call(x).Dispose())!;
+            Assert.That(e2.Message, Does.Contain("cannot go back to cpu, where the inputs were (io_same_device)"));
+            Assert.That(((Probe)model[1]).Seen, Is.EqualTo(new[] { DeviceType.META }), "b's input was moved to meta");
+        }
+
+        [Test(Description = "an optimizer built before dispatch keeps working: the same Parameter objects are trained through the hooks (gradients flow across the moves) and after removal")]
+        public void Optimizer_built_before_dispatch_keeps_working()
+        {
+            manual_seed(3);
+            var model = nn.Sequential(("a", nn.Linear(4, 4)), ("b", nn.Linear(4, 1)));
+            var m = model.WithHooks();
+            var opt = optim.SGD(model.parameters(), 0.1);
+            using var handle = m.dispatch_model(new Dictionary<string, string> { [""] = "cpu" }, force_hooks: true);
+            Assert.That(handle.HookCount, Is.EqualTo(3));
+            using var x = rand(8, 4);
+            float Loss()
+            {
+                opt.zero_grad();
+                using var y = m.call(x);
+                using var loss = y.pow(2).mean();
+                loss.backward();
+                opt.step();
+                return loss.item<float>();
+            }
+            float first = Loss(), second = Loss();
+            Assert.That(second, Is.LessThan(first), "the optimizer's parameters are the model's");
+            Assert.That(model.parameters().All(p => p.grad is not null));
+
+            var weight = ((Linear)model[0]).weight!;
+            using var meta = m.dispatch_model(new Dictionary<string, string> { ["a"] = "meta", ["b"] = "cpu" }, main_device: "cpu");
+            Assert.That(weight.device_type, Is.EqualTo(DeviceType.META));
+            meta.Dispose();
+            Assert.That(weight.device_type, Is.EqualTo(DeviceType.CPU));
+            float third = Loss();
+            Assert.That(third, Is.LessThan(second), "training continues on the restored objects");
+        }
+
+        [Test(Description = "a one-device map without force_hooks moves the tensors and attaches no hook (Accelerate: model.to(device)); removal restores")]
+        public void One_device_map_moves_without_hooks()
+        {
+            var model = nn.Sequential(("a", nn.Linear(4, 4)), ("n", nn.BatchNorm1d(4)));
+            var m = model.WithHooks();
+            var before = Tensors(model);
+            var handle = m.dispatch_model(new Dictionary<string, string> { ["a"] = "meta", ["n"] = "meta" });
+            Assert.That(handle.HookCount, Is.Zero);
+            Assert.That(handle.main_device, Is.Null);
+            Assert.That(Tensors(model).All(t => t.device_type == DeviceType.META));
+            Assert.That(Tensors(model).Zip(before).All(p => ReferenceEquals(p.First, p.Second)));
+            handle.Dispose();
+            Assert.That(Tensors(model).All(t => t.device_type == DeviceType.CPU));
+        }
+
+        [Test(Description = "disk entries go through Offload (executed on the main device, cpu): output bit-identical to the resident model; removal makes them resident")]
+        public void Disk_entries_are_offloaded_and_run_bit_identical()
+        {
+            manual_seed(5);
+            var model = nn.Sequential(("0", nn.Linear(16, 16)), ("1", nn.Linear(16, 16)), ("2", nn.Linear(16, 4)));
+            var m = model.WithHooks();
+            using var x = rand(3, 16);
+            using var want = model.forward(x);
+            var before = Tensors(model);
+            using var store = WeightStore.Host(m.StateDict());
+            var handle = m.dispatch_model(new Dictionary<string, string> { ["0"] = "cpu", ["1"] = "disk", ["2"] = "cpu" }, offloadStore: store);
+            Assert.That(handle.Offload!.Paths, Is.EqualTo(new[] { "1" }));
+            Assert.That(handle.main_device!.type, Is.EqualTo(DeviceType.CPU));
+            Assert.That(((Linear)model[1]).weight!.numel(), Is.Zero, "offloaded between calls");
+            using (no_grad())
+            using (var y = m.call(x))
+                Assert.That(y.eq(want).all().item<bool>());
+            handle.Dispose();
+            Assert.That(Tensors(model).Zip(before).All(p => ReferenceEquals(p.First, p.Second)));
+            using var again = model.forward(x);
+            Assert.That(again.eq(want).all().item<bool>());
+            foreach (var path in m.Paths) Assert.That(m[path].model_hook, Is.Null);
+        }
+
+        private static IEnumerable<TestCaseData> Refusals()
+        {
+            TestCaseData Case(string name, Dictionary<string, string> map, string message, string? main = null, bool store = false)
+                => new TestCaseData(map, main, store, message).SetName("Refused_" + name);
+            yield return Case("unknown_path", new() { [""] = "cpu", ["block9"] = "cpu" }, "'block9' names no module");
+            yield return Case("parameter_path", new() { ["a.weight"] = "cpu", ["b"] = "cpu", ["n"] = "cpu" }, "is a parameter or buffer, not a module: map its module 'a'");
+            yield return Case("unplaced_module", new() { ["a"] = "cpu", ["b"] = "meta" }, "'n' (BatchNorm1d) has parameters or buffers");
+            yield return Case("unknown_device", new() { ["a"] = "gpu", ["b"] = "cpu", ["n"] = "cpu" }, "'a' names the unknown device \"gpu\"");
+            yield return Case("overlap_disagrees", new() { [""] = "cpu", ["b"] = "meta" }, "entries that overlap must agree");
+            yield return Case("disk_without_store", new() { ["a"] = "disk", ["b"] = "cpu", ["n"] = "cpu" }, "no store was given");
+            yield return Case("disk_on_meta_main", new() { ["a"] = "disk", ["b"] = "meta", ["n"] = "cpu" }, "materialised on the CPU only", store: true);
+            yield return Case("disk_missing_from_store", new() { ["a"] = "cpu", ["b"] = "cpu", ["n"] = "disk" }, "not in the store", store: true);
+            yield return Case("main_on_disk", new() { ["a"] = "cpu", ["b"] = "meta", ["n"] = "cpu" }, "main_device cannot be \"disk\"", main: "disk");
+            yield return Case("cuda_absent", new() { ["a"] = "cuda:0", ["b"] = "cpu", ["n"] = "cpu" }, "CUDA is not available");
+        }
+
+        [TestCaseSource(nameof(Refusals))]
+        public void Bad_maps_are_refused_before_anything_moves(Dictionary<string, string> map, string? main, bool store, string message)
+        {
+            if (message.StartsWith("CUDA") && cuda.is_available()) Assert.Ignore("CUDA is present here");
+            var model = nn.Sequential(("a", nn.Linear(4, 4)), ("b", nn.Linear(4, 4)), ("n", nn.BatchNorm1d(4)));
+            var m = model.WithHooks();
+            var snapshot = new Snapshot(m);
+            using var sd = m.StateDict();
+            foreach (var k in sd.Keys.ToList()) if (k.StartsWith("n.")) sd.Remove(k);   // the store lacks n's tensors
+            using var s = WeightStore.Host(sd);
+            var e = Assert.Throws<ArgumentException>(() => m.dispatch_model(map, main, store ? s : null))!;
+            TestContext.Out.WriteLine(e.Message);
+            Assert.That(e.Message, Does.Contain(message));
+            snapshot.AssertUnchanged();
+        }
+
+        [Test(Description = "a tensor shared by modules the map puts on different devices, and a meta (empty) parameter mapped to a device with data, are refused with nothing changed")]
+        public void Tied_across_devices_and_meta_to_cpu_are_refused()
+        {
+            var a = nn.Linear(4, 4, hasBias: false);
+            var b = nn.Linear(4, 4, hasBias: false);
+            b.weight = a.weight;
+            var m = nn.Sequential(("a", a), ("b", b)).WithHooks();
+            var snapshot = new Snapshot(m);
+            var e = Assert.Throws<ArgumentException>(() => m.dispatch_model(new Dictionary<string, string> { ["a"] = "cpu", ["b"] = "meta" }))!;
+            Assert.That(e.Message, Does.Contain("'b.weight' is the same tensor as 'a.weight' (tied)"));
+            snapshot.AssertUnchanged();
+
+            Sequential empty;
+            using (EmptyWeights.Scope()) empty = nn.Sequential(("a", nn.Linear(4, 4)), ("b", nn.Linear(4, 4)));
+            var me = empty.WithHooks();
+            var emptySnapshot = new Snapshot(me);
+            var e2 = Assert.Throws<ArgumentException>(() => me.dispatch_model(new Dictionary<string, string> { ["a"] = "cpu", ["b"] = "meta" }))!;
+            Assert.That(e2.Message, Does.Contain("'a.weight' is on meta (no data) and cannot be placed on cpu"));
+            emptySnapshot.AssertUnchanged();
+        }
+
+        [Test(Description = "AlignDevicesHook alone: placing on attach keeps objects; a tensor that cannot move rolls back the ones moved and the hook is not attached")]
+        public void AlignDevicesHook_alone_places_and_rolls_back()
+        {
+            var model = nn.Sequential(("a", nn.Linear(4, 4)));
+            var m = model.WithHooks();
+            var w = ((Linear)model[0]).weight!;
+            using (m.add_hook_to_module(new AlignDevicesHook("meta", place_submodules: true)))
+                Assert.That(w.device_type, Is.EqualTo(DeviceType.META));
+            Assert.That(w.device_type, Is.EqualTo(DeviceType.CPU));
+
+            Sequential mixed;
+            using (EmptyWeights.Scope()) mixed = nn.Sequential(("a", nn.Linear(4, 4)));
+            var mm = mixed.WithHooks();
+            Assert.Throws<InvalidOperationException>(() => mm.add_hook_to_module(new AlignDevicesHook("cpu", place_submodules: true)));
+            Assert.That(mm.Root.model_hook, Is.Null);
+            Assert.That(() => new AlignDevicesHook("tpu"), Throws.ArgumentException.With.Message.Contains("\"tpu\""));
+        }
+    }
+}
