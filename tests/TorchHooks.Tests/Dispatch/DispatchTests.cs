@@ -103,6 +103,9 @@ namespace TorchHooks.Tests.Dispatch
             Assert.That(net.side.Seen, Is.EqualTo(new[] { DeviceType.META }), "the side branch's input was moved to meta");
             Assert.That(net.SideOutput, Is.EqualTo(DeviceType.META));
             Assert.That(net.main.Seen, Is.EqualTo(new[] { DeviceType.CPU }));
+            long live = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+            for (int i = 0; i < 50; i++) using (m.call(x)) { }
+            Assert.That(DisposeScopeManager.Statistics.ThreadTotalLiveCount - live, Is.LessThanOrEqualTo(0), "the moved inputs are disposed after each call");
 
             handle.Dispose();
             var after = Tensors(net);
@@ -216,6 +219,51 @@ namespace TorchHooks.Tests.Dispatch
             using var again = model.forward(x);
             Assert.That(again.eq(want).all().item<bool>());
             foreach (var path in m.Paths) Assert.That(m[path].model_hook, Is.Null);
+        }
+
+        private sealed class Block : nn.Module<Tensor, Tensor>
+        {
+            public readonly Linear a, b;
+            public Block(long w) : base(nameof(Block)) { a = nn.Linear(w, w); b = nn.Linear(w, w); RegisterComponents(); }
+            public override Tensor forward(Tensor x) { using var h = a.call(x); return b.call(h); }
+        }
+
+        [Test(Description = "infer_auto_device_map's plan for an empty model, its cpu part loaded, dispatched with the rest from a disk store (an offload folder): output bit-identical to the resident model")]
+        public void Auto_map_on_an_empty_model_dispatches_and_runs_bit_identical()
+        {
+            Sequential Net() => nn.Sequential(("embed", nn.Linear(32, 32)), ("block0", new Block(32)), ("block1", new Block(32)), ("block2", new Block(32)), ("head", nn.Linear(32, 32)));
+            var folder = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"th18-dispatch-{Guid.NewGuid():N}");
+            try
+            {
+                manual_seed(11);
+                var resident = Net();
+                using (var sd = resident.WithHooks().StateDict()) OffloadFolder.Write(sd, folder);
+                using var x = rand(2, 32);
+                using var want = resident.call(x);
+
+                Sequential model;
+                using (EmptyWeights.Scope()) model = Net();
+                var m = model.WithHooks();
+                var map = DeviceMap.infer_auto_device_map(m, new Dictionary<string, long> { ["cpu"] = 5 * (32 * 32 + 32) * 4 }, new[] { "Block" });
+                Assert.That(map.Values.Distinct().OrderBy(v => v), Is.EqualTo(new[] { "cpu", "disk" }));
+                using (var checkpoint = Checkpoint.Open(folder))
+                using (var cpuPart = new StateDict(checkpoint))
+                {
+                    foreach (var key in cpuPart.Keys.ToList())
+                        if (DeviceMap.DeviceOf(map, key.Substring(0, key.LastIndexOf('.'))) != "cpu") cpuPart.Remove(key);
+                    m.load_state_dict(cpuPart, strict: false);
+                }
+                using var store = WeightStore.Disk(Checkpoint.Open(folder));
+                using (var handle = m.dispatch_model(map, offloadStore: store))
+                using (no_grad())
+                using (var y = m.call(x))
+                {
+                    Assert.That(handle.Offload!.Paths, Is.Not.Empty);
+                    Assert.That(y.eq(want).all().item<bool>());
+                }
+                Assert.That(model.parameters().All(p => p.device_type == DeviceType.CPU && p.numel() > 0), "after removal every weight is resident");
+            }
+            finally { if (System.IO.Directory.Exists(folder)) System.IO.Directory.Delete(folder, recursive: true); }
         }
 
         private static IEnumerable<TestCaseData> Refusals()
