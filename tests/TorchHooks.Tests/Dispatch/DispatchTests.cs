@@ -44,6 +44,34 @@ namespace TorchHooks.Tests.Dispatch
             }
         }
 
+        /// <summary>A two-input module (its input is a tuple on the call path) recording where both inputs arrive.</summary>
+        private sealed class Pair : nn.Module<Tensor, Tensor, Tensor>
+        {
+            public readonly Linear inner;
+            public readonly List<(DeviceType, DeviceType)> Seen = new();
+            public Pair() : base(nameof(Pair)) { inner = nn.Linear(4, 4); RegisterComponents(); }
+            public override Tensor forward(Tensor a, Tensor b) { Seen.Add((a.device_type, b.device_type)); using var h = inner.call(a); return h + b; }
+        }
+
+        private sealed class WithPair : nn.Module<Tensor, Tensor>
+        {
+            public readonly Pair pair;
+            public readonly Linear head;
+            public WithPair() : base(nameof(WithPair)) { pair = new Pair(); head = nn.Linear(4, 2); RegisterComponents(); }
+            public override Tensor forward(Tensor x) { using (var p = pair.call(x, x)) { } return head.call(x); }
+        }
+
+        [Test(Description = "inputs inside a tuple (a two-input module) both move to the module's execution device")]
+        public void Tuple_inputs_move_to_the_execution_device()
+        {
+            var net = new WithPair();
+            var m = net.WithHooks();
+            using var handle = m.dispatch_model(new Dictionary<string, string> { ["pair"] = "meta", ["head"] = "cpu" }, main_device: "cpu");
+            using var x = rand(3, 4);
+            using (var y = m.call(x)) Assert.That(y.device_type, Is.EqualTo(DeviceType.CPU));
+            Assert.That(net.pair.Seen, Is.EqualTo(new[] { (DeviceType.META, DeviceType.META) }));
+        }
+
         /// <summary>What must not change when a dispatch is refused: objects, devices, values, hooks.</summary>
         private sealed class Snapshot
         {
