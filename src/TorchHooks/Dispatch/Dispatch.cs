@@ -73,7 +73,9 @@ namespace TorchHooks
         /// <param name="model">The wrapped model.</param>
         /// <param name="device_map">Module path → <c>"cpu"</c>, <c>"cuda:N"</c> (or a GPU index <c>"N"</c>), <c>"meta"</c> or <c>"disk"</c>;
         /// <c>""</c> is the whole model. An entry covers the module and everything under it (e.g. from
-        /// <see cref="DeviceMap.infer_auto_device_map"/>); every module with parameters or buffers must be covered.</param>
+        /// <see cref="DeviceMap.infer_auto_device_map"/>), except an entry whose module's children all have entries of their
+        /// own: it places only the module's own tensors (the planner's entry for a split module). Every module with parameters
+        /// or buffers must be covered.</param>
         /// <param name="main_device">Where the top-level module and the <c>"disk"</c> entries execute; default as Accelerate:
         /// <c>cpu</c> if the map has only <c>cpu</c> and <c>disk</c>, else its first other device (in enumeration order).</param>
         /// <param name="offloadStore">The weights of the <c>"disk"</c> entries (required with any): <c>WeightStore.Disk(Checkpoint.Open(dir))</c>,
@@ -81,7 +83,7 @@ namespace TorchHooks
         /// <param name="offloadOptions">Prefetch and memory options of the offload (its <c>Modules</c> must be null: the map selects).</param>
         /// <param name="force_hooks">Attach the hooks even for a one-device map.</param>
         /// <exception cref="ArgumentException">Nothing was changed: an entry naming no module (or a parameter instead of its module), an
-        /// unknown or absent device, nested entries with different devices, a module with tensors no entry covers, a tensor shared
+        /// unknown or absent device, nested entries with different devices (outside the case above), a module with tensors no entry covers, a tensor shared
         /// by modules on different devices, a <c>meta</c> tensor mapped to a device with data, <c>"disk"</c> entries without a store or
         /// with a main device other than <c>cpu</c>, or what <see cref="OffloadExtensions.Offload"/> refuses.</exception>
         public static DispatchHandle dispatch_model(this IHookedModule model, IReadOnlyDictionary<string, string> device_map, string? main_device = null,
@@ -100,11 +102,15 @@ namespace TorchHooks
                 if (!paths.Contains(path)) throw new ArgumentException(UnknownPath(model, path), nameof(device_map));
                 devices[path] = name?.Trim() == DeviceNames.Disk ? null : DeviceNames.Parse(name, $"The device map entry '{path}'");
             }
+            // An entry whose module's children are all covered by entries of their own places only the module's own tensors
+            // (what infer_auto_device_map emits when it splits a module that has tensors of its own); any other entry covers
+            // its whole subtree, and an entry inside it must agree.
+            var ownOnly = new HashSet<string>(devices.Keys.Where(p => model[p].Module.named_children().Any() && model[p].Module.named_children().All(c => Covered(model, devices, Join(p, c.name)))), StringComparer.Ordinal);
             foreach (var (outer, outerDevice) in devices)
                 foreach (var (inner, innerDevice) in devices)
-                    if (outer != inner && Covers(outer, inner) && Describe(outerDevice) != Describe(innerDevice))
+                    if (outer != inner && Covers(outer, inner) && !ownOnly.Contains(outer) && Describe(outerDevice) != Describe(innerDevice))
                         throw new ArgumentException($"The device map places '{Show(outer)}' on {Describe(outerDevice)} and '{inner}', inside it, on {Describe(innerDevice)}: " +
-                                                    $"entries that overlap must agree. Remove one of the two, or split '{Show(outer)}' into entries for its submodules.", nameof(device_map));
+                                                    $"entries that overlap must agree. Remove one of the two, or give every submodule of '{Show(outer)}' an entry of its own (then '{Show(outer)}' places only its own tensors).", nameof(device_map));
             bool anyDisk = devices.Values.Any(d => d is null);
             var distinct = devices.Values.Where(d => d is not null).Select(d => d!.ToString()).Distinct().ToList();
             torch.Device main;
@@ -183,7 +189,7 @@ namespace TorchHooks
                         foreach (var t in tensors)
                             if (TensorPlacement.Move(t, devices[entry]!) is { } placed) moved.Add(placed);
                 }
-                else Attach(model, "", devices, main, hooks, inEntry: null);
+                else Attach(model, "", devices, ownOnly, main, hooks, inEntry: null);
             }
             catch
             {
@@ -202,14 +208,15 @@ namespace TorchHooks
         /// <c>"disk"</c> entry executes on <paramref name="main"/>; the top level, if unmapped, gets an <c>io_same_device</c>
         /// hook on <paramref name="main"/>.
         /// </summary>
-        private static void Attach(IHookedModule model, string path, Dictionary<string, torch.Device?> devices, torch.Device main, List<RemovableHandle> hooks, torch.Device? inEntry)
+        private static void Attach(IHookedModule model, string path, Dictionary<string, torch.Device?> devices, HashSet<string> ownOnly, torch.Device main, List<RemovableHandle> hooks, torch.Device? inEntry)
         {
             var node = model[path];
             if (inEntry is null && devices.TryGetValue(path, out var device))
             {
                 var execution = device ?? main;
-                hooks.Add(node.add_hook_to_module(new AlignDevicesHook(execution, io_same_device: path.Length == 0, place_submodules: device is not null), append: true));
-                inEntry = execution;
+                bool subtree = !ownOnly.Contains(path);
+                hooks.Add(node.add_hook_to_module(new AlignDevicesHook(execution, io_same_device: path.Length == 0, place_submodules: device is not null && subtree), append: true));
+                if (subtree) inEntry = execution;
             }
             else if (inEntry is not null)
             {
@@ -218,8 +225,20 @@ namespace TorchHooks
             else if (path.Length == 0)
                 hooks.Add(node.add_hook_to_module(new AlignDevicesHook(main, io_same_device: true), append: true));
             foreach (var (name, _) in node.Module.named_children())
-                Attach(model, path.Length == 0 ? name : path + "." + name, devices, main, hooks, inEntry);
+                Attach(model, Join(path, name), devices, ownOnly, main, hooks, inEntry);
         }
+
+        /// <summary>Whether entries at or below <paramref name="path"/> cover its whole subtree (its own entry, or a tensor-less module whose children all are).</summary>
+        private static bool Covered(IHookedModule model, Dictionary<string, torch.Device?> devices, string path)
+        {
+            if (devices.ContainsKey(path)) return true;
+            var module = model[path].Module;
+            var children = module.named_children().ToList();
+            return children.Count > 0 && !module.named_parameters(recurse: false).Any() && !module.named_buffers(recurse: false).Any()
+                   && children.All(c => Covered(model, devices, Join(path, c.name)));
+        }
+
+        private static string Join(string path, string name) => path.Length == 0 ? name : path + "." + name;
 
         private static bool HasTensors(torch.nn.Module module) => module.parameters().Any() || module.buffers().Any();
 

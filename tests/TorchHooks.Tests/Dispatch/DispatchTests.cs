@@ -294,6 +294,43 @@ namespace TorchHooks.Tests.Dispatch
             finally { if (System.IO.Directory.Exists(folder)) System.IO.Directory.Delete(folder, recursive: true); }
         }
 
+        /// <summary>A module with a tensor of its own and children (infer_auto_device_map splits it into an entry for itself and one per child).</summary>
+        private sealed class Scaled : nn.Module<Tensor, Tensor>
+        {
+            public readonly Parameter scale;
+            public readonly Linear a, b;
+            public Scaled(long w) : base(nameof(Scaled)) { scale = new Parameter(ones(w) * 0.5f); a = nn.Linear(w, w); b = nn.Linear(w, w); RegisterComponents(); }
+            public override Tensor forward(Tensor x) { using var s = x * scale; using var h = a.call(s); return b.call(h); }
+        }
+
+        [Test(Description = "a split module with tensors of its own: the planner's entry for it places only its own tensors, its children's entries the rest; dispatched with disk, output bit-identical")]
+        public void Planner_split_of_a_module_with_own_tensors_dispatches()
+        {
+            manual_seed(12);
+            Sequential Net() => nn.Sequential(("first", nn.Linear(16, 16)), ("mid", new Scaled(16)));
+            var resident = Net();
+            using var x = rand(2, 16);
+            using var want = resident.call(x);
+            var model = Net();
+            using (no_grad()) foreach (var (p, q) in model.parameters().Zip(resident.parameters())) p.copy_(q);
+            var m = model.WithHooks();
+            long linear = (16 * 16 + 16) * 4;
+            var map = DeviceMap.infer_auto_device_map(m, new Dictionary<string, long> { ["cpu"] = 2 * linear + 64 + linear });
+            TestContext.Out.WriteLine(string.Join(", ", map.Select(kv => $"{kv.Key}: {kv.Value}")));
+            Assert.That(map.Keys, Does.Contain("mid").And.Contain("mid.a").And.Contain("mid.b"), "the planner split 'mid'");
+            Assert.That(map.Values.Distinct().Count(), Is.EqualTo(2));
+            using var store = WeightStore.Host(m.StateDict());
+            using (var handle = m.dispatch_model(map, offloadStore: store))
+            using (no_grad())
+            using (var y = m.call(x))
+            {
+                Assert.That(y.eq(want).all().item<bool>());
+                Assert.That(((AlignDevicesHook)m["mid"].model_hook!).place_submodules, Is.False, "'mid' places only its own tensors");
+            }
+            using var again = model.call(x);
+            Assert.That(again.eq(want).all().item<bool>(), "removal restores");
+        }
+
         private static IEnumerable<TestCaseData> Refusals()
         {
             TestCaseData Case(string name, Dictionary<string, string> map, string message, string? main = null, bool store = false)
