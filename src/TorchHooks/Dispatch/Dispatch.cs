@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.IO;
 using System.Linq;
 using TorchSharp;
 using Tensor = TorchSharp.torch.Tensor;
@@ -11,12 +12,13 @@ namespace TorchHooks
     {
         private readonly List<RemovableHandle> _hooks;
         private readonly List<TensorPlacement> _moved;
+        private readonly WeightStore? _ownedStore;
         private bool _disposed;
 
-        internal DispatchHandle(IReadOnlyDictionary<string, string> map, torch.Device? main, List<RemovableHandle> hooks, List<TensorPlacement> moved, OffloadHandle? offload)
+        internal DispatchHandle(IReadOnlyDictionary<string, string> map, torch.Device? main, List<RemovableHandle> hooks, List<TensorPlacement> moved, OffloadHandle? offload, WeightStore? ownedStore)
         {
             hf_device_map = new Dictionary<string, string>(map, StringComparer.Ordinal);
-            main_device = main; _hooks = hooks; _moved = moved; Offload = offload;
+            main_device = main; _hooks = hooks; _moved = moved; Offload = offload; _ownedStore = ownedStore;
         }
 
         /// <summary>Accelerate's <c>model.hf_device_map</c>: the map the model was dispatched with.</summary>
@@ -33,7 +35,8 @@ namespace TorchHooks
 
         /// <summary>
         /// Restores the original placement: removes the hooks in reverse order (each moves the tensors it placed back,
-        /// the same objects), then the offload (its weights resident again). Dispose it before the offload store.
+        /// the same objects), then the offload (its weights resident again), then closes the store opened on
+        /// <c>offload_dir</c> (the folder stays, as in Accelerate). Dispose it before a store you passed.
         /// </summary>
         public void Dispose()
         {
@@ -51,6 +54,8 @@ namespace TorchHooks
                 catch (Exception e) { errors.Add(e); }
             }
             try { Offload?.Dispose(); }
+            catch (Exception e) { errors.Add(e); }
+            try { _ownedStore?.Dispose(); }
             catch (Exception e) { errors.Add(e); }
             if (errors.Count > 0) throw new AggregateException("Restoring the placement of a dispatched model failed in part.", errors);
         }
@@ -78,8 +83,12 @@ namespace TorchHooks
         /// or buffers must be covered.</param>
         /// <param name="main_device">Where the top-level module and the <c>"disk"</c> entries execute; default as Accelerate:
         /// <c>cpu</c> if the map has only <c>cpu</c> and <c>disk</c>, else its first other device (in enumeration order).</param>
-        /// <param name="offloadStore">The weights of the <c>"disk"</c> entries (required with any): <c>WeightStore.Disk(Checkpoint.Open(dir))</c>,
-        /// e.g. a folder written by <see cref="OffloadFolder.Write"/> (Accelerate's <c>offload_dir</c>).</param>
+        /// <param name="offload_dir">Accelerate's <c>offload_dir</c>, for the <c>"disk"</c> entries when no <paramref name="offloadStore"/>
+        /// is given: a folder in Accelerate's offload format used as it is if it has an <c>index.json</c>; otherwise the
+        /// <c>"disk"</c> entries' weights (which must have data) are written there first (<see cref="OffloadFolder.Write"/>, as
+        /// Accelerate's <c>offload_state_dict</c>). The handle closes the store it opens; the folder stays.</param>
+        /// <param name="offloadStore">The weights of the <c>"disk"</c> entries: <c>WeightStore.Disk(Checkpoint.Open(path))</c> (any
+        /// checkpoint format) or <c>WeightStore.Host(stateDict)</c>.</param>
         /// <param name="offloadOptions">Prefetch and memory options of the offload (its <c>Modules</c> must be null: the map selects).</param>
         /// <param name="force_hooks">Attach the hooks even for a one-device map.</param>
         /// <exception cref="ArgumentException">Nothing was changed: an entry naming no module (or a parameter instead of its module), an
@@ -87,7 +96,7 @@ namespace TorchHooks
         /// by modules on different devices, a <c>meta</c> tensor mapped to a device with data, <c>"disk"</c> entries without a store or
         /// with a main device other than <c>cpu</c>, or what <see cref="OffloadExtensions.Offload"/> refuses.</exception>
         public static DispatchHandle dispatch_model(this IHookedModule model, IReadOnlyDictionary<string, string> device_map, string? main_device = null,
-                                                    WeightStore? offloadStore = null, OffloadOptions? offloadOptions = null, bool force_hooks = false)
+                                                    string? offload_dir = null, WeightStore? offloadStore = null, OffloadOptions? offloadOptions = null, bool force_hooks = false)
         {
             if (model is null) throw new ArgumentNullException(nameof(model), "Call dispatch_model on a facade from WithHooks().");
             if (device_map is null || device_map.Count == 0)
@@ -123,9 +132,11 @@ namespace TorchHooks
             else main = devices.Values.First(d => d is not null && d.type != DeviceType.CPU)!;
             if (anyDisk)
             {
-                if (offloadStore is null)
+                if (offloadStore is null && string.IsNullOrEmpty(offload_dir))
                     throw new ArgumentException($"The device map sends {string.Join(", ", devices.Where(d => d.Value is null).Select(d => "'" + Show(d.Key) + "'"))} to \"disk\" but no store was given: " +
-                                                "pass offloadStore, e.g. WeightStore.Disk(Checkpoint.Open(folder)) after OffloadFolder.Write(model.StateDict(), folder).", nameof(offloadStore));
+                                                "pass offload_dir (a folder to write them to, or one already in Accelerate's offload format), or offloadStore, e.g. WeightStore.Disk(Checkpoint.Open(path)).", nameof(offloadStore));
+                if (offloadStore is not null && !string.IsNullOrEmpty(offload_dir))
+                    throw new ArgumentException("Pass offload_dir or offloadStore, not both: the store is where the \"disk\" weights are read from.", nameof(offload_dir));
                 if (main.type != DeviceType.CPU)
                     throw new ArgumentException($"\"disk\" entries execute on the main device, {main}, but offloaded weights are materialised on the CPU only (not built for other devices): pass main_device: \"cpu\", or map those modules to a device.", nameof(main_device));
                 if (offloadOptions?.Modules is not null)
@@ -168,6 +179,11 @@ namespace TorchHooks
 
             // 2. Offload the disk entries (it checks the store and changes nothing if it refuses), then place.
             OffloadHandle? offload = null;
+            WeightStore? ownedStore = null;
+            string? createdFolder = null;
+            if (anyDisk && offloadStore is null)
+                (ownedStore, createdFolder) = OpenOffloadDir(model, devices, offload_dir!);
+            offloadStore ??= ownedStore;
             if (anyDisk)
             {
                 var options = new OffloadOptions
@@ -176,7 +192,13 @@ namespace TorchHooks
                     PrefetchBytes = offloadOptions?.PrefetchBytes ?? 0,
                     ReturnFreedMemory = offloadOptions?.ReturnFreedMemory ?? true,
                 };
-                offload = model.Offload(offloadStore!, options);
+                try { offload = model.Offload(offloadStore!, options); }
+                catch
+                {
+                    ownedStore?.Dispose();
+                    if (createdFolder is not null) Directory.Delete(createdFolder, recursive: true);
+                    throw;
+                }
             }
             var hooks = new List<RemovableHandle>();
             var moved = new List<TensorPlacement>();
@@ -196,9 +218,11 @@ namespace TorchHooks
                 for (int i = hooks.Count - 1; i >= 0; i--) hooks[i].Dispose();
                 for (int i = moved.Count - 1; i >= 0; i--) moved[i].Restore();
                 offload?.Dispose();
+                ownedStore?.Dispose();
+                if (createdFolder is not null) Directory.Delete(createdFolder, recursive: true);
                 throw;
             }
-            return new DispatchHandle(device_map, withHooks ? main : null, hooks, moved, offload);
+            return new DispatchHandle(device_map, withHooks ? main : null, hooks, moved, offload, ownedStore);
         }
 
         /// <summary>
@@ -226,6 +250,43 @@ namespace TorchHooks
                 hooks.Add(node.add_hook_to_module(new AlignDevicesHook(main, io_same_device: true), append: true));
             foreach (var (name, _) in node.Module.named_children())
                 Attach(model, Join(path, name), devices, ownOnly, main, hooks, inEntry);
+        }
+
+        /// <summary>
+        /// Accelerate's <c>offload_dir</c>: the folder's store, after writing the <c>"disk"</c> entries' weights there
+        /// (<c>offload_state_dict</c>) unless it already has an <c>index.json</c>. Returns the folder if this created it.
+        /// </summary>
+        private static (WeightStore Store, string? Created) OpenOffloadDir(IHookedModule model, Dictionary<string, torch.Device?> devices, string offload_dir)
+        {
+            string full = Path.GetFullPath(offload_dir);
+            string? created = null;
+            if (!File.Exists(Path.Combine(full, "index.json")))
+            {
+                using var sd = model.StateDict();
+                foreach (var key in sd.Keys.ToList())
+                {
+                    int dot = key.LastIndexOf('.');
+                    if (EntryOf(devices, dot < 0 ? "" : key.Substring(0, dot)) is not { } e || devices[e] is not null) sd.Remove(key);
+                }
+                bool existed = Directory.Exists(full);
+                try { OffloadFolder.Write(sd, full); }
+                catch (ArgumentException e)
+                {
+                    throw new ArgumentException($"Cannot write the \"disk\" entries' weights to offload_dir ({full}); nothing was changed: {e.Message}", nameof(offload_dir), e);
+                }
+                catch
+                {
+                    if (!existed && Directory.Exists(full)) Directory.Delete(full, recursive: true);
+                    throw;
+                }
+                if (!existed) created = full;
+            }
+            try { return (WeightStore.Disk(Checkpoint.Open(full)), created); }
+            catch
+            {
+                if (created is not null) Directory.Delete(created, recursive: true);
+                throw;
+            }
         }
 
         /// <summary>Whether entries at or below <paramref name="path"/> cover its whole subtree (its own entry, or a tensor-less module whose children all are).</summary>

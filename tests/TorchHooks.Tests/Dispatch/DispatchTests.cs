@@ -331,6 +331,47 @@ namespace TorchHooks.Tests.Dispatch
             Assert.That(again.eq(want).all().item<bool>(), "removal restores");
         }
 
+        [Test(Description = "Accelerate's offload_dir: the disk entries' weights are written to the folder (only theirs), read from it per call, bit-identical; a folder that already has index.json is used as it is; meta weights with no folder are refused with nothing written")]
+        public void Offload_dir_is_written_then_used()
+        {
+            manual_seed(7);
+            var model = nn.Sequential(("0", nn.Linear(8, 8)), ("1", nn.Linear(8, 8)), ("2", nn.Linear(8, 2)));
+            var m = model.WithHooks();
+            using var x = rand(2, 8);
+            using var want = model.forward(x);
+            var dir = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"th18-offload-dir-{Guid.NewGuid():N}");
+            var map = new Dictionary<string, string> { ["0"] = "cpu", ["1"] = "disk", ["2"] = "disk" };
+            try
+            {
+                using (var handle = m.dispatch_model(map, offload_dir: dir))
+                using (no_grad())
+                using (var y = m.call(x))
+                {
+                    Assert.That(y.eq(want).all().item<bool>());
+                    Assert.That(handle.Offload!.Paths, Is.EqualTo(new[] { "1", "2" }));
+                }
+                var written = System.IO.Directory.GetFiles(dir).Select(System.IO.Path.GetFileName).OrderBy(f => f).ToList();
+                Assert.That(written, Is.EqualTo(new[] { "1.bias.dat", "1.weight.dat", "2.bias.dat", "2.weight.dat", "index.json" }));
+
+                // An existing folder is used as it is (Accelerate: when index.json is there): its bytes, not the model's.
+                using (no_grad()) ((TorchSharp.Modules.Linear)model[1]).weight!.zero_();
+                using (var handle = m.dispatch_model(map, offload_dir: dir))
+                using (no_grad())
+                using (var y = m.call(x))
+                    Assert.That(y.eq(want).all().item<bool>(), "read from the folder");
+
+                Sequential empty;
+                using (EmptyWeights.Scope()) empty = nn.Sequential(("0", nn.Linear(8, 8)), ("1", nn.Linear(8, 8)));
+                var missing = dir + "-new";
+                var e = Assert.Throws<ArgumentException>(() => empty.WithHooks().dispatch_model(new Dictionary<string, string> { ["0"] = "meta", ["1"] = "disk" }, main_device: "cpu", offload_dir: missing))!;
+                Assert.That(e.Message, Does.Contain("offload_dir").And.Contain("on meta (no data)"));
+                Assert.That(System.IO.Directory.Exists(missing), Is.False, "nothing written");
+                using var host = WeightStore.Host(m.StateDict());
+                Assert.That(() => m.dispatch_model(map, offload_dir: dir, offloadStore: host), Throws.ArgumentException.With.Message.Contains("not both"));
+            }
+            finally { if (System.IO.Directory.Exists(dir)) System.IO.Directory.Delete(dir, recursive: true); }
+        }
+
         private static IEnumerable<TestCaseData> Refusals()
         {
             TestCaseData Case(string name, Dictionary<string, string> map, string message, string? main = null, bool store = false)
@@ -357,7 +398,7 @@ namespace TorchHooks.Tests.Dispatch
             using var sd = m.StateDict();
             foreach (var k in sd.Keys.ToList()) if (k.StartsWith("n.")) sd.Remove(k);   // the store lacks n's tensors
             using var s = WeightStore.Host(sd);
-            var e = Assert.Throws<ArgumentException>(() => m.dispatch_model(map, main, store ? s : null))!;
+            var e = Assert.Throws<ArgumentException>(() => m.dispatch_model(map, main, offloadStore: store ? s : null))!;
             TestContext.Out.WriteLine(e.Message);
             Assert.That(e.Message, Does.Contain(message));
             snapshot.AssertUnchanged();
