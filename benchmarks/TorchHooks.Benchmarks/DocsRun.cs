@@ -126,7 +126,7 @@ namespace TorchHooks.Benchmarks
         };
 
         /// <summary>The paired runners the docs command runs after the BenchmarkDotNet suites (their cases: <c>CaseKeys</c>).</summary>
-        public static readonly Type[] PairedSuites = { typeof(TracingPaired), typeof(BackwardPaired) };
+        public static readonly Type[] PairedSuites = { typeof(TracingPaired), typeof(BackwardPaired), typeof(OffloadProbe) };
 
         public static int Run(string[] args)
         {
@@ -209,9 +209,18 @@ namespace TorchHooks.Benchmarks
                 backward = BackwardPaired.Measure(root, python, dry ? 2 : roundsOverride ?? 21, dry ? 20 : 200, log: true);
             }
 
+            // Suite 9, models bigger than memory (OffloadProbe.cs): one child process per configuration, alternating rounds.
+            OffloadProbe.Result? offload = null;
+            if (only is null || only.Contains("Offload", StringComparer.OrdinalIgnoreCase))
+            {
+                Console.WriteLine("// ===== Offload: child processes per configuration =====");
+                offload = OffloadProbe.Measure(root, dry ? 1 : roundsOverride ?? 3, 24, 2048, dry ? 2 : 5, log: true);
+            }
+
             var paired = new List<PairedSection>();
             if (tracing is not null) paired.Add(TracingPaired.Section(tracing));   // section 6 and its goal row
             if (backward is not null) paired.Add(BackwardPaired.Section(backward));   // section 7 and its goal rows
+            if (offload is not null) paired.Add(OffloadProbe.Section(offload));   // section 9 and its goal rows
             var md = Report.Render(machine, runs, outOfProcess, py, sanity, dry, loadStart, loadEnd, total.Elapsed, paired);
             if (write)
             {

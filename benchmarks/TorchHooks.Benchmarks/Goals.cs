@@ -94,6 +94,16 @@ namespace TorchHooks.Benchmarks
         public static readonly GoalSpec BackwardAlloc = new("7", typeof(BackwardPaired), "one full backward hook per module, tiny MLP: managed allocation per module call",
             $"≤ {BackwardPaired.GoalBytes:0} B", BackwardPaired.FullCase, BackwardPaired.NoneCase);
 
+        // 9: models bigger than memory (child processes; its cases are OffloadProbe.CaseKeys)
+        public static readonly GoalSpec OffloadThroughput = new("9", typeof(OffloadProbe), "disk offload, no prefetch: throughput vs all resident (warm page cache, 2 cores)",
+            $"≥ {OffloadProbe.GoalOffload:0.0}×", OffloadProbe.OffloadCase, OffloadProbe.ResidentCase);
+        public static readonly GoalSpec PrefetchThroughput = new("9", typeof(OffloadProbe), "disk offload + prefetch: throughput vs all resident (warm page cache, 2 cores)",
+            $"≥ {OffloadProbe.GoalPrefetch:0.0}×", OffloadProbe.PrefetchCase, OffloadProbe.ResidentCase);
+        public static readonly GoalSpec OffloadPeak = new("9", typeof(OffloadProbe), "disk offload of a model 4× the budget, with and without prefetch: peak RSS above baseline",
+            "≤ budget + activations, bit-identical", OffloadProbe.OffloadCase, OffloadProbe.PrefetchCase, OffloadProbe.ResidentCase);
+        public static readonly GoalSpec StreamingLoadPeak = new("9", typeof(OffloadProbe), "streaming load of an S-byte checkpoint into an empty model: peak RSS above baseline",
+            "≤ S + largest tensor", OffloadProbe.StreamCase, OffloadProbe.BuildCase);
+
         /// <summary>Every goal declared above (fields and arrays), in declaration order.</summary>
         public static IEnumerable<GoalSpec> All =>
             typeof(Goals).GetFields(BindingFlags.Public | BindingFlags.Static).SelectMany(f => f.GetValue(null) switch

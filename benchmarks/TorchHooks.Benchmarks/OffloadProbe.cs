@@ -4,90 +4,191 @@ using System.Diagnostics;
 using System.Globalization;
 using System.IO;
 using System.Linq;
+using System.Text;
 
 namespace TorchHooks.Benchmarks
 {
     /// <summary>
-    /// <c>--offload-probe [--layers 24] [--width 2048] [--passes 5]</c>: the big-model goals, one configuration per child
-    /// process (tests/TorchHooks.OffloadChild, built here in Release), so each peak RSS (VmHWM) is that configuration's:
-    /// all-resident inference, disk offload, disk offload with prefetch (two layers ahead), and loading the checkpoint
-    /// (streaming into an empty model vs TorchSharp's Module.load into an allocated one). Prints the machine's load and CPU
-    /// flags, one line per run, and markdown rows: median seconds per pass, throughput relative to resident, peak RSS above
-    /// the process baseline, bit-identity of the outputs. The page cache is warm (the checkpoint was just written).
+    /// Suite 9, models bigger than memory: one configuration per child process (tests/TorchHooks.OffloadChild, built here
+    /// in Release), so each peak RSS (VmHWM) is that configuration's alone — all-resident inference, disk offload with
+    /// mapped weights (Accelerate's offload folder, no copy), with prefetch, the same two copying into pooled buffers
+    /// (<c>MapWeights = false</c>), and loading the checkpoint (streaming into an empty model vs TorchSharp's
+    /// <c>Module.load</c> into an allocated one). Rounds alternate the configurations' order; throughput ratios are taken
+    /// within a round. The page cache is warm (the checkpoint was just written).
+    /// Run: <c>dotnet run -c Release --project benchmarks/TorchHooks.Benchmarks -- --offload-probe [--rounds 3] [--layers 24] [--width 2048] [--passes 5]</c>;
+    /// the docs run (<c>--write-docs</c>, or <c>--print-docs --suites Offload</c>) runs it too.
     /// </summary>
     internal static class OffloadProbe
     {
+        /// <summary>The section's heading in docs/benchmarks.md.</summary>
+        public const string Title = "9. Models bigger than memory: disk offload, prefetch and streaming loads (child processes)";
+
+        public const string ResidentCase = "resident", OffloadCase = "offload", PrefetchCase = "prefetch",
+                            OffloadCopyCase = "offload-copy", PrefetchCopyCase = "prefetch-copy", StreamCase = "load-stream", BuildCase = "load-build";
+
+        /// <summary>Every case this runner measures.</summary>
+        internal static IReadOnlyCollection<string> CaseKeys { get; } = new[] { ResidentCase, OffloadCase, PrefetchCase, OffloadCopyCase, PrefetchCopyCase, StreamCase, BuildCase };
+
+        /// <summary>Goals: offloaded throughput relative to all-resident, without and with prefetch (warm page cache, 2 cores).</summary>
+        public const double GoalOffload = 0.5, GoalPrefetch = 0.8;
+
+        /// <summary>Layers read ahead by the prefetch configurations.</summary>
+        public const int PrefetchLayers = 2;
+
+        public sealed class Case
+        {
+            public string Key = "", Name = "", Arg = "";
+            public readonly List<double> Seconds = new();
+            public readonly List<long> Peak = new();
+            public int Hits, Waits, Misses;
+            public bool? Identical;
+            public double Median => Stat.Median(Seconds);
+            public long PeakMax => Peak.Count == 0 ? 0 : Peak.Max();
+        }
+
+        public sealed class Result
+        {
+            public readonly List<Case> Cases = new();
+            public int Layers, Width, Passes, Rounds;
+            public long LayerBytes, ModelBytes, LargestTensor;
+            public string LoadBefore = "", LoadAfter = "", Flags = "";
+            public TimeSpan Elapsed;
+            public Case this[string key] => Cases.First(c => c.Key == key);
+            public long Budget => ModelBytes / 4;
+            public long Activations => 2L * 8 * Width * 4 + (1 << 20);
+            public long PrefetchBytes => PrefetchLayers * LayerBytes;
+
+            /// <summary>Median over rounds of resident s/pass ÷ the case's s/pass (its throughput relative to resident), within each round.</summary>
+            public double Throughput(string key)
+            {
+                var c = this[key].Seconds; var b = this[ResidentCase].Seconds;
+                return Stat.Median(Enumerable.Range(0, Math.Min(c.Count, b.Count)).Select(i => b[i] / c[i]));
+            }
+        }
+
         public static int Run(string[] args)
         {
-            int layers = Arg(args, "--layers", 24), width = Arg(args, "--width", 2048), passes = Arg(args, "--passes", 5);
-            string root = RepoRoot();
+            int rounds = Int(args, "--rounds", 3), layers = Int(args, "--layers", 24), width = Int(args, "--width", 2048), passes = Int(args, "--passes", 5);
+            var r = Measure(DocsRun.FindRepoRoot(), rounds, layers, width, passes, log: true);
+            Console.WriteLine(Markdown(r, heading: true));
+            return 0;
+        }
+
+        public static Result Measure(string root, int rounds, int layers, int width, int passes, bool log)
+        {
+            var total = Stopwatch.StartNew();
+            var r = new Result
+            {
+                Layers = layers, Width = width, Passes = passes, Rounds = rounds, LoadBefore = Machine.LoadAverage(),
+                LayerBytes = (long)width * width * 4 + width * 4, LargestTensor = (long)width * width * 4,
+                Flags = Machine.Collect(root).FlagList(Machine.BfloatFlags),
+            };
+            r.ModelBytes = layers * r.LayerBytes;
             string project = Path.Combine(root, "tests", "TorchHooks.OffloadChild", "TorchHooks.OffloadChild.csproj");
             Exec("dotnet", "build", "-c", "Release", "-nologo", "-v", "q", project);
             string child = Path.Combine(root, "tests", "TorchHooks.OffloadChild", "bin", "Release", "net10.0", "TorchHooks.OffloadChild.dll");
+            string prefetch = r.PrefetchBytes.ToString(CultureInfo.InvariantCulture);
+            r.Cases.AddRange(new[]
+            {
+                new Case { Key = ResidentCase, Name = "all resident (Module.load)", Arg = "resident" },
+                new Case { Key = OffloadCase, Name = "disk offload, mapped (no copy)", Arg = "offload" },
+                new Case { Key = PrefetchCase, Name = $"disk offload, mapped, + prefetch ({r.PrefetchBytes / 1e6:F0} MB, 1 thread)", Arg = "prefetch:" + prefetch },
+                new Case { Key = OffloadCopyCase, Name = "disk offload, copied into pooled buffers", Arg = "offload-copy" },
+                new Case { Key = PrefetchCopyCase, Name = $"disk offload, copied, + prefetch ({r.PrefetchBytes / 1e6:F0} MB, 1 thread)", Arg = "prefetch-copy:" + prefetch },
+                new Case { Key = StreamCase, Name = "empty model + streaming load_state_dict", Arg = "stream" },
+                new Case { Key = BuildCase, Name = "allocated model + TorchSharp Module.load", Arg = "build" },
+            });
             string dir = Path.Combine(Path.GetTempPath(), $"torchhooks-offload-probe-{Guid.NewGuid():N}");
             Directory.CreateDirectory(dir);
             try
             {
                 string model = Path.Combine(dir, "model.bin");
                 Exec("dotnet", child, "write", model, $"{layers}", $"{width}");
-                long layerBytes = (long)width * width * 4 + width * 4, modelBytes = layers * layerBytes;
-                Console.WriteLine($"uptime: {Exec("uptime").Trim()}");
-                Console.WriteLine($"cpu flags: {string.Join(" ", CpuFlags())}; {Environment.ProcessorCount} cores");
-                Console.WriteLine($"model: {layers} x Linear({width}, {width}) float32 = {modelBytes / 1e6:F0} MB; layer {layerBytes / 1e6:F1} MB; {passes} passes of a batch of 8");
-                var rows = new List<string[]>();
-                foreach (var config in new[] { "resident", "offload", $"prefetch:{2 * layerBytes}" })
+                if (log) Console.WriteLine($"model: {layers} x Linear({width}, {width}) float32 = {r.ModelBytes / 1e6:F0} MB; layer {r.LayerBytes / 1e6:F1} MB; load {Machine.LoadAverage()}");
+                for (int round = 0; round < rounds; round++)
                 {
-                    string output = Path.Combine(dir, "out-" + config.Replace(':', '-'));
-                    var line = Exec("dotnet", child, "run", model, $"{layers}", $"{width}", config, $"{passes}", output).Trim().Split('\n').Last();
-                    Console.WriteLine(line);
-                    rows.Add(line.Split(' '));
+                    var order = round % 2 == 0 ? r.Cases : Enumerable.Reverse(r.Cases).ToList();
+                    foreach (var c in order)
+                    {
+                        string line;
+                        if (c.Key is StreamCase or BuildCase)
+                            line = Last(Exec("dotnet", child, "load", model, $"{layers}", $"{width}", c.Arg));
+                        else
+                            line = Last(Exec("dotnet", child, "run", model, $"{layers}", $"{width}", c.Arg, $"{passes}", Path.Combine(dir, "out-" + c.Key)));
+                        if (log) Console.WriteLine($"round {round + 1}: {c.Key}: {line}");
+                        var f = line.Split(' ');
+                        c.Peak.Add(long.Parse(f[3], CultureInfo.InvariantCulture));
+                        c.Seconds.Add(double.Parse(f[4], CultureInfo.InvariantCulture));
+                        if (c.Key is StreamCase or BuildCase) continue;   // a load's line has the file size where a run's has prefetch counts
+                        c.Hits += int.Parse(f[5], CultureInfo.InvariantCulture);
+                        c.Waits += int.Parse(f[6], CultureInfo.InvariantCulture);
+                        c.Misses += int.Parse(f[7], CultureInfo.InvariantCulture);
+                    }
+                    var want = File.ReadAllBytes(Path.Combine(dir, "out-" + ResidentCase));
+                    foreach (var c in r.Cases.Where(c => c.Key is not (StreamCase or BuildCase)))
+                        c.Identical = (c.Identical ?? true) && File.ReadAllBytes(Path.Combine(dir, "out-" + c.Key)).SequenceEqual(want);
                 }
-                var want = File.ReadAllBytes(Path.Combine(dir, "out-resident"));
-                double resident = Seconds(rows[0]);
-                Console.WriteLine();
-                Console.WriteLine("| configuration | median s/pass | throughput vs resident | peak RSS above baseline | prefetch hits/waits | output |");
-                Console.WriteLine("|---|---|---|---|---|---|");
-                foreach (var r in rows)
-                {
-                    bool same = File.ReadAllBytes(Path.Combine(dir, "out-" + r[0].Replace(':', '-'))).SequenceEqual(want);
-                    string name = r[0].StartsWith("prefetch:", StringComparison.Ordinal) ? $"disk offload + prefetch ({long.Parse(r[0].Substring(9), CultureInfo.InvariantCulture) / 1e6:F0} MB, 1 thread)" : r[0] == "offload" ? "disk offload" : "all resident";
-                    Console.WriteLine($"| {name} | {Seconds(r):F3} | {resident / Seconds(r):F2}× | {long.Parse(r[3], CultureInfo.InvariantCulture) / 1e6:F0} MB | {r[5]}/{r[6]} | {(same ? "bit-identical" : "DIFFERENT")} |");
-                }
-                Console.WriteLine();
-                Console.WriteLine($"| load of an S = {modelBytes / 1e6:F0} MB checkpoint | seconds | peak RSS above baseline |");
-                Console.WriteLine("|---|---|---|");
-                foreach (var how in new[] { "stream", "build" })
-                {
-                    var r = Exec("dotnet", child, "load", model, $"{layers}", $"{width}", how).Trim().Split('\n').Last().Split(' ');
-                    string name = how == "stream" ? "empty model + streaming load_state_dict" : "allocated model + TorchSharp Module.load";
-                    Console.WriteLine($"| {name} | {Seconds(r):F2} | {long.Parse(r[3], CultureInfo.InvariantCulture) / 1e6:F0} MB |");
-                }
-                return 0;
             }
             finally { Directory.Delete(dir, recursive: true); }
+            r.LoadAfter = Machine.LoadAverage();
+            r.Elapsed = total.Elapsed;
+            return r;
         }
 
-        private static double Seconds(string[] row) => double.Parse(row[4], CultureInfo.InvariantCulture);
-
-        private static int Arg(string[] args, string name, int fallback)
+        /// <summary>The goal rows: throughput without and with prefetch, peak RSS of the offload runs, the streaming load's peak.</summary>
+        internal static GoalRow[] GoalsOf(Result r)
         {
-            int i = Array.IndexOf(args, name);
-            return i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1], CultureInfo.InvariantCulture) : fallback;
+            double off = r.Throughput(OffloadCase), pre = r.Throughput(PrefetchCase);
+            long offPeak = Math.Max(r[OffloadCase].PeakMax, r[PrefetchCase].PeakMax);
+            long loadPeak = r[StreamCase].PeakMax;
+            bool identical = r.Cases.All(c => c.Identical != false);
+            return new[]
+            {
+                Goals.OffloadThroughput.Row($"{off:0.00}×", off >= GoalOffload),
+                Goals.PrefetchThroughput.Row($"{pre:0.00}×", pre >= GoalPrefetch, whatSuffix: $" ({r.PrefetchBytes / 1e6:F0} MB read ahead, 1 thread)"),
+                Goals.OffloadPeak.Row($"+{offPeak / 1e6:F0} MB{(identical ? ", outputs bit-identical" : ", outputs DIFFERENT")}", offPeak <= r.Budget + r.Activations && identical,
+                                      target: $"≤ budget + activations = {(r.Budget + r.Activations) / 1e6:F0} MB, bit-identical"),
+                Goals.StreamingLoadPeak.Row($"+{loadPeak / 1e6:F0} MB (build-then-load: +{r[BuildCase].PeakMax / 1e6:F0} MB)", loadPeak <= r.ModelBytes + r.LargestTensor,
+                                            target: $"≤ S + largest tensor = {(r.ModelBytes + r.LargestTensor) / 1e6:F0} MB"),
+            };
         }
 
-        private static string RepoRoot()
+        /// <summary>Section 9 of docs/benchmarks.md (or the console report).</summary>
+        public static string Markdown(Result r, bool heading)
         {
-            for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-                if (File.Exists(Path.Combine(d.FullName, "Wrapper.sln"))) return d.FullName;
-            throw new InvalidOperationException("Run the probe from a build inside the repository (no Wrapper.sln above the output folder).");
+            var inv = CultureInfo.InvariantCulture;
+            var sb = new StringBuilder();
+            if (heading) sb.AppendLine($"## {Title}").AppendLine();
+            sb.AppendLine(string.Create(inv, $"{r.Layers} × `Linear({r.Width}, {r.Width})` float32 = S = {r.ModelBytes / 1e6:F0} MB (layer {r.LayerBytes / 1e6:F1} MB, largest tensor {r.LargestTensor / 1e6:F1} MB); inference on a batch of 8 under `no_grad`, {r.Passes} passes per process, median s/pass per process. " +
+                $"Each configuration runs in its own child process (`tests/TorchHooks.OffloadChild`), {r.Rounds} rounds in alternating order; throughput relative to resident is resident s/pass ÷ the case's, within a round, median over rounds; peak RSS is VmHWM minus the baseline VmRSS taken after a warm-up of the same code on a tiny model, the largest over rounds. " +
+                $"The offload runs read Accelerate's offload folder (aligned `.dat` files), which the child writes with the model: warm page cache (cold cache not arranged: dropping it needs root). " +
+                $"Load average {r.LoadBefore} before, {r.LoadAfter} after; {r.Elapsed.TotalSeconds:0} s. CPU flags: {r.Flags}; {Environment.ProcessorCount} logical cores. " +
+                $"Command: `dotnet run -c Release --project benchmarks/TorchHooks.Benchmarks -- --offload-probe`."));
+            sb.AppendLine();
+            sb.AppendLine("| Configuration | Median s/pass | Throughput vs resident | Peak RSS above baseline | Prefetch hits/waits/misses | Output |").AppendLine("|---|---:|---:|---:|---:|---|");
+            foreach (var c in r.Cases.Where(c => c.Key is not (StreamCase or BuildCase)))
+                sb.AppendLine(string.Create(inv, $"| {c.Name} | {c.Median:0.000} | {(c.Key == ResidentCase ? "1.00×" : $"{r.Throughput(c.Key):0.00}×")} | {c.PeakMax / 1e6:F0} MB | {(c.Key.StartsWith(PrefetchCase, StringComparison.Ordinal) ? $"{c.Hits}/{c.Waits}/{c.Misses}" : "")} | {(c.Key == ResidentCase ? "reference" : c.Identical == true ? "bit-identical" : "**different**")} |"));
+            sb.AppendLine();
+            sb.AppendLine(string.Create(inv, $"| Load of the S = {r.ModelBytes / 1e6:F0} MB checkpoint (`Module.save` format) | Median seconds | Peak RSS above baseline |")).AppendLine("|---|---:|---:|");
+            foreach (var c in r.Cases.Where(c => c.Key is StreamCase or BuildCase))
+                sb.AppendLine(string.Create(inv, $"| {c.Name} | {c.Median:0.00} | {c.PeakMax / 1e6:F0} MB |"));
+            sb.AppendLine();
+            foreach (var g in GoalsOf(r))
+                sb.AppendLine($"- **Goal:** {g.What}: {g.Target}; measured {g.Measured}: {(g.State == GoalState.Met ? "met" : "**missed**")}.");
+            sb.AppendLine();
+            sb.AppendLine(string.Create(inv, $"Budget: the weights are 4× it ({r.Budget / 1e6:F0} MB); activations allowance {r.Activations / 1e6:F1} MB (a layer's input and output plus 1 MB of allocator slack). ") +
+                "Mapped weights cost no copy: the module computes on the page cache's pages (file-backed RSS while mapped); copied weights are one `pread` per tensor into buffers the pool keeps faulted in. " +
+                "Where the time goes per tensor: `dotnet tests/TorchHooks.OffloadChild/bin/Release/net10.0/TorchHooks.OffloadChild.dll profile <model.bin> 24 2048 15` (docs/offload.md).");
+            return sb.ToString();
         }
 
-        private static IEnumerable<string> CpuFlags()
-        {
-            if (!File.Exists("/proc/cpuinfo")) return new[] { "?" };
-            var text = File.ReadAllText("/proc/cpuinfo");
-            return new[] { "avx2", "avx512_bf16", "amx_bf16" }.Where(f => text.Contains(" " + f, StringComparison.Ordinal));
-        }
+        /// <summary>Section 9 of docs/benchmarks.md and its goal rows, for <see cref="Report.Render"/>.</summary>
+        internal static PairedSection Section(Result r) => new(Title, Markdown(r, heading: false), GoalsOf(r));
+
+        private static string Last(string output) => output.Trim().Split('\n').Last().Trim();
+
+        private static int Int(string[] args, string name, int fallback)
+            => int.TryParse(DocsRun.Arg(args, name) ?? "", NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v > 0 ? v : fallback;
 
         private static string Exec(string file, params string[] args)
         {

@@ -1,8 +1,8 @@
 using System;
 using System.Collections.Generic;
 using System.IO;
-using System.IO.MemoryMappedFiles;
 using System.Linq;
+using Microsoft.Win32.SafeHandles;
 using TorchSharp;
 using Tensor = TorchSharp.torch.Tensor;
 
@@ -10,21 +10,21 @@ namespace TorchHooks
 {
     /// <summary>
     /// A checkpoint on disk, opened for streaming: its headers are read and checked when it is opened (no tensor
-    /// data are read), and each tensor is later read on its own through a memory mapping of just its bytes, copied
-    /// into its destination and unmapped — so loading a model costs what stays resident plus one tensor, not a
-    /// second copy of the model. Formats: safetensors (one file, or Hugging Face's sharded
+    /// data are read), and each tensor is later read on its own with positioned reads (<c>pread</c>) straight into its
+    /// destination — so loading a model costs what stays resident, not a second copy of the model (nothing is mapped:
+    /// the bytes come from the page cache in one copy). Formats: safetensors (one file, or Hugging Face's sharded
     /// <c>model.safetensors.index.json</c>), TorchSharp's own <c>Module.save</c> files, and Accelerate's offload
     /// folder (<c>index.json</c> + one <c>.dat</c> per tensor).
     /// </summary>
     /// <remarks>
     /// <para>Data are read as little-endian (the formats' byte order; every platform TorchSharp runs on).</para>
     /// <para>Dispose the checkpoint to close its files. While it is open, its files must not be truncated by another
-    /// process: each read checks the file length first, but a mapping truncated under it would fault.</para>
+    /// process: each read checks the file length first, and a read that comes up short throws.</para>
     /// </remarks>
     public sealed class Checkpoint : IDisposable
     {
         private readonly Dictionary<string, StoredTensor> _byName;
-        private readonly Dictionary<string, (MemoryMappedFile Map, long Length)> _maps = new();
+        private readonly Dictionary<string, SafeFileHandle> _files = new();
         private readonly Dictionary<string, long> _lengths;
         private bool _disposed;
 
@@ -124,36 +124,58 @@ namespace TorchHooks
 
         /// <summary>
         /// Copies <paramref name="stored"/>'s bytes into <paramref name="destination"/>: a contiguous CPU tensor of the
-        /// same dtype and element count. Maps only the tensor's bytes, and unmaps them before returning.
+        /// same dtype and element count. Reads with positioned reads (<c>pread</c>) on the file's handle, straight into the
+        /// destination's storage: one copy, from the page cache, and nothing mapped (a mapping's pages would count in the
+        /// process's RSS while mapped, and a file truncated under it would fault; a short read here throws).
         /// </summary>
         internal unsafe void ReadInto(StoredTensor stored, Tensor destination)
         {
             if (destination.device_type != DeviceType.CPU || !destination.is_contiguous() || destination.dtype != stored.dtype || destination.numel() != stored.Numel)
                 throw new ArgumentException($"Reading '{stored.Name}' needs a contiguous CPU {stored.dtype} tensor of {stored.Numel} elements; got {destination.device} {destination.dtype} of {destination.numel()}.", nameof(destination));
             if (stored.ByteCount == 0) return;
-            var map = MapOf(stored);
-            using var view = map.CreateViewAccessor(stored.Offset, stored.ByteCount, MemoryMappedFileAccess.Read);
-            byte* source = null;
-            view.SafeMemoryMappedViewHandle.AcquirePointer(ref source);
-            try
+            var file = HandleOf(stored);
+            using var flat = destination.view(-1);
+            long element = StoredTensor.ElementSize(stored.dtype, stored.Name);
+            long perChunk = (1L << 30) / element;
+            long numel = flat.numel();
+            for (long start = 0; start < numel; start += perChunk)
             {
-                source += view.PointerOffset;
-                using var flat = destination.view(-1);
-                long element = StoredTensor.ElementSize(stored.dtype, stored.Name);
-                long perChunk = (1L << 30) / element;
-                long numel = flat.numel();
-                for (long start = 0; start < numel; start += perChunk)
+                long n = Math.Min(perChunk, numel - start);
+                using var part = flat.narrow(0, start, n);
+                var span = part.bytes;
+                long at = stored.Offset + start * element;
+                for (int done = 0; done < span.Length; )
                 {
-                    long n = Math.Min(perChunk, numel - start);
-                    using var part = flat.narrow(0, start, n);
-                    var span = part.bytes;
-                    fixed (byte* d = span) Buffer.MemoryCopy(source + start * element, d, span.Length, span.Length);
+                    int read = RandomAccess.Read(file, span.Slice(done), at + done);
+                    if (read <= 0)
+                        throw new CheckpointFormatException($"'{stored.File}' ended at byte {at + done} while reading '{stored.Name}' ({stored.ByteCount} bytes at {stored.Offset}): the file was truncated after it was opened; open it again.");
+                    done += read;
                 }
             }
-            finally
-            {
-                view.SafeMemoryMappedViewHandle.ReleasePointer();
-            }
+        }
+
+        /// <summary>Whether <see cref="Map"/> can map <paramref name="stored"/>: it has data, and its offset in the file is a multiple of its element size.</summary>
+        internal static bool CanMap(StoredTensor stored)
+            => stored.ByteCount > 0 && stored.Offset % StoredTensor.ElementSize(stored.dtype, stored.Name) == 0;
+
+        /// <summary>
+        /// <paramref name="stored"/> as a tensor over a private, read-only-in-practice memory mapping of its file (libtorch's
+        /// <c>from_file</c>, <c>MAP_PRIVATE</c>): no copy; its pages are the page cache's, faulted in when first touched,
+        /// counted in the process's RSS (as file pages) while mapped and touched, and unmapped when the last tensor using
+        /// the mapping is freed (libtorch's storage reference count: a view kept elsewhere keeps the mapping valid). A write
+        /// into it copies the page (the file never changes). Only if <see cref="CanMap"/>.
+        /// </summary>
+        internal Tensor Map(StoredTensor stored)
+        {
+            if (_disposed) throw new ObjectDisposedException(nameof(Checkpoint), $"The checkpoint '{Path}' was disposed; open it again.");
+            if (!CanMap(stored)) throw new ArgumentException($"'{stored.Name}' cannot be mapped (offset {stored.Offset} is not a multiple of its element size, or it has no data); read it.", nameof(stored));
+            CheckUnchanged(stored);
+            long element = StoredTensor.ElementSize(stored.dtype, stored.Name);
+            long first = stored.Offset / element;
+            // Maps the file from its start to the tensor's end (address space only; untouched pages cost nothing).
+            using var whole = torch.from_file(stored.File, false, first + stored.Numel, stored.dtype);
+            using var part = whole.narrow(0, first, stored.Numel);
+            return part.view(stored.ShapeArray);
         }
 
         /// <summary>Throws if <paramref name="stored"/>'s file changed size since the checkpoint was opened; returns its size.</summary>
@@ -167,29 +189,27 @@ namespace TorchHooks
             return expected;
         }
 
-        private MemoryMappedFile MapOf(StoredTensor stored)
+        private SafeFileHandle HandleOf(StoredTensor stored)
         {
             if (_disposed) throw new ObjectDisposedException(nameof(Checkpoint), $"The checkpoint '{Path}' was disposed; open it again.");
-            lock (_maps)
+            lock (_files)
             {
-                long expected = CheckUnchanged(stored);
-                if (_maps.TryGetValue(stored.File, out var entry)) return entry.Map;
-                var map = MemoryMappedFile.CreateFromFile(
-                    new FileStream(stored.File, FileMode.Open, FileAccess.Read, FileShare.Read, 1),
-                    null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
-                _maps[stored.File] = (map, expected);
-                return map;
+                CheckUnchanged(stored);
+                if (_files.TryGetValue(stored.File, out var handle)) return handle;
+                handle = File.OpenHandle(stored.File, FileMode.Open, FileAccess.Read, FileShare.Read);
+                _files[stored.File] = handle;
+                return handle;
             }
         }
 
         /// <summary>Closes the checkpoint's files.</summary>
         public void Dispose()
         {
-            lock (_maps)
+            lock (_files)
             {
                 _disposed = true;
-                foreach (var (map, _) in _maps.Values) map.Dispose();
-                _maps.Clear();
+                foreach (var handle in _files.Values) handle.Dispose();
+                _files.Clear();
             }
         }
 

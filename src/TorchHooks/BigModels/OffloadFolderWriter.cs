@@ -46,11 +46,30 @@ namespace TorchHooks
             {
                 var t = state_dict[key];
                 using var cpu = t.detach().to(DeviceType.CPU).contiguous();
-                using (var file = new FileStream(Path.Combine(full, key + ".dat"), FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20))
-                    cpu.WriteBytesToStream(file, 1 << 20);
+                WriteData(cpu, Path.Combine(full, key + ".dat"));
                 index[key] = new { dtype = names[t.dtype], shape = t.shape };
             }
             File.WriteAllText(Path.Combine(full, "index.json"), JsonSerializer.Serialize(index, new JsonSerializerOptions { WriteIndented = true }));
+        }
+
+        /// <summary>
+        /// Writes a contiguous CPU tensor's bytes to <paramref name="path"/> with as few writes as possible (one per GiB):
+        /// Linux caches what one large write wrote in large folios, and mapping such pages later (an offloaded module's
+        /// weights, <see cref="OffloadOptions.MapWeights"/>) costs far less than mapping 4 KB pages — measured for a
+        /// 16.8 MB tensor: 0.04 ms to populate its page tables written in one write, 0.65 ms in 1 MiB writes, 1.79 ms in
+        /// 4 KB writes (docs/offload.md).
+        /// </summary>
+        private static void WriteData(torch.Tensor cpu, string path)
+        {
+            using var handle = File.OpenHandle(path, FileMode.Create, FileAccess.Write, FileShare.None);
+            using var flat = cpu.view(-1);
+            long numel = flat.numel(), element = cpu.element_size();
+            long perChunk = (1L << 30) / element;
+            for (long start = 0; start < numel; start += perChunk)
+            {
+                using var part = flat.narrow(0, start, Math.Min(perChunk, numel - start));
+                RandomAccess.Write(handle, (ReadOnlySpan<byte>)part.bytes, start * element);
+            }
         }
     }
 }

@@ -191,6 +191,7 @@ namespace TorchHooks
                     Modules = p => EntryOf(devices, p.Path) is { } e && devices[e] is null,
                     PrefetchBytes = offloadOptions?.PrefetchBytes ?? 0,
                     ReturnFreedMemory = offloadOptions?.ReturnFreedMemory ?? true,
+                    MapWeights = offloadOptions?.MapWeights ?? true,
                 };
                 try { offload = model.Offload(offloadStore!, options); }
                 catch

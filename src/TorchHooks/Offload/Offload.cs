@@ -16,7 +16,9 @@ namespace TorchHooks
         /// <summary>
         /// Prefetch: the most bytes of weights read ahead, on a background thread, for the modules that come next in call
         /// order (learned from the first pass). 0 (the default): no prefetch, each module reads its weights when called.
-        /// Must hold the largest offloaded module if not 0.
+        /// Must hold the largest offloaded module if not 0. Mapped weights are read ahead by touching each page of their
+        /// mapping (the pages are then in memory and mapped when the call needs them); copied ones by reading them into
+        /// pooled buffers. Prefetch uses one background thread, named <c>TorchHooks offload prefetch</c>.
         /// </summary>
         public long PrefetchBytes { get; init; }
 
@@ -25,6 +27,15 @@ namespace TorchHooks
         /// leave the RSS at once instead of staying in the heap (see docs/offload.md, "Memory"). Default true.
         /// </summary>
         public bool ReturnFreedMemory { get; init; } = true;
+
+        /// <summary>
+        /// Disk stores: materialise a weight by mapping its bytes in the store's file (private mapping, no copy; the pages
+        /// are the page cache's) instead of copying them into a reusable buffer. Default true. Applies to every tensor whose
+        /// offset in its file is a multiple of its element size (always in safetensors files written by the safetensors
+        /// library, which pads the header to 8 bytes, and in Accelerate's offload folders); others, and host stores, are
+        /// copied. See docs/offload.md, "What is mapped, what is copied".
+        /// </summary>
+        public bool MapWeights { get; init; } = true;
     }
 
     /// <summary>An offloaded model's handle: what is offloaded, prefetch counters; dispose to make the weights resident again.</summary>
@@ -32,13 +43,24 @@ namespace TorchHooks
     {
         private readonly List<RemovableHandle> _hooks;
         private readonly Prefetcher? _prefetcher;
+        private readonly BufferPool _pool;
         private readonly List<OffloadHook> _modules;
         private bool _disposed;
 
-        internal OffloadHandle(List<RemovableHandle> hooks, List<OffloadHook> modules, Prefetcher? prefetcher)
+        internal OffloadHandle(List<RemovableHandle> hooks, List<OffloadHook> modules, Prefetcher? prefetcher, BufferPool pool)
         {
-            _hooks = hooks; _modules = modules; _prefetcher = prefetcher;
+            _hooks = hooks; _modules = modules; _prefetcher = prefetcher; _pool = pool;
         }
+
+        /// <summary>
+        /// The most bytes of reusable buffers the offload keeps for materialising weights (<see cref="OffloadOptions.PrefetchBytes"/>
+        /// plus <see cref="LargestModuleBytes"/>): after the first pass they stay allocated between calls, so later calls
+        /// copy weights into memory that is already paged in.
+        /// </summary>
+        public long BufferPoolBytes => _pool.CapacityBytes;
+
+        /// <summary>Buffers allocated by the pool so far, and materialisations served by a kept buffer (per tensor).</summary>
+        public (int Allocated, int Reused) BufferPoolCounts => (_pool.Allocated, _pool.Reused);
 
         /// <summary>The offloaded modules' paths.</summary>
         public IReadOnlyList<string> Paths => _modules.Select(m => m.Path).ToList();
@@ -55,6 +77,9 @@ namespace TorchHooks
         /// <summary>Calls that waited for a read ahead under way.</summary>
         public int PrefetchWaits => _prefetcher?.Waits ?? 0;
 
+        /// <summary>Calls whose read ahead was queued but not started by the prefetch thread: they read their weights themselves.</summary>
+        public int PrefetchMisses => _prefetcher?.Misses ?? 0;
+
         /// <summary>Whether no offloaded module holds its weights now (between calls: always).</summary>
         public bool AllReleased => _modules.All(m => m.IsReleased);
 
@@ -70,6 +95,7 @@ namespace TorchHooks
                 try { h.Dispose(); }
                 catch (Exception e) { errors.Add(e); }
             }
+            _pool.Dispose();
             if (errors.Count > 0) throw new AggregateException("Making offloaded weights resident again failed for some modules.", errors);
         }
     }
@@ -127,7 +153,7 @@ namespace TorchHooks
                     owner[p] = key;
                     if (!store.Contains(key)) { problems.Add($"parameter '{key}' is not in the store"); continue; }
                     if (!Matches(store, key, p, problems)) continue;
-                    slots.Add(new OffloadHook.Slot { Param = p, Name = name, Key = key, Shape = p.shape, DType = p.dtype, RequiresGrad = p.requires_grad });
+                    slots.Add(new OffloadHook.Slot { Param = p, Name = name, Key = key, Shape = p.shape, DType = p.dtype, RequiresGrad = p.requires_grad, Mapped = options.MapWeights && store.CanMap(key) });
                     if (p.device_type == DeviceType.META) metas.Add((name, p));
                     else if (p.device_type != DeviceType.CPU) problems.Add($"parameter '{key}' is on {p.device}; offload executes on the CPU here (device maps are not built yet)");
                 }
@@ -158,6 +184,7 @@ namespace TorchHooks
                     }
             }
             if (options.ReturnFreedMemory) FreedMemory.ReturnLargeBlocksToOs();
+            var pool = new BufferPool(options.PrefetchBytes + largest);   // what is read ahead plus what one call holds
             var prefetcher = options.PrefetchBytes > 0 ? new Prefetcher(options.PrefetchBytes) : null;
             var hooks = new List<OffloadHook>();
             var handles = new List<RemovableHandle>();
@@ -166,7 +193,7 @@ namespace TorchHooks
                 foreach (var (node, slots, _) in planned)
                 {
                     foreach (var s in slots) s.Empty = torch.empty(0, s.DType, torch.CPU);
-                    var hook = new OffloadHook(node.Path, store, slots, prefetcher);
+                    var hook = new OffloadHook(node, store, slots, prefetcher, pool);
                     handles.Add(node.add_hook_to_module(hook, append: true));
                     hooks.Add(hook);
                 }
@@ -175,9 +202,10 @@ namespace TorchHooks
             {
                 foreach (var h in handles) h.Dispose();
                 prefetcher?.Dispose();
+                pool.Dispose();
                 throw;
             }
-            return new OffloadHandle(handles, hooks, prefetcher);
+            return new OffloadHandle(handles, hooks, prefetcher, pool);
         }
 
         private static bool Matches(WeightStore store, string key, Tensor t, List<string> problems)

@@ -1,6 +1,8 @@
 using System;
 using System.Collections.Concurrent;
 using System.Collections.Generic;
+using System.Diagnostics;
+using System.Linq;
 using System.Threading;
 using System.Threading.Tasks;
 using Tensor = TorchSharp.torch.Tensor;
@@ -19,8 +21,18 @@ namespace TorchHooks
         private readonly object _lock = new();
         private readonly List<OffloadHook> _order = new();
         private readonly Dictionary<OffloadHook, int> _index = new();
-        private readonly Dictionary<OffloadHook, TaskCompletionSource<Tensor[]>> _pending = new();
-        private readonly BlockingCollection<(OffloadHook Hook, Tensor[] Into, TaskCompletionSource<Tensor[]> Result)> _queue = new();
+        private readonly Dictionary<OffloadHook, Read> _pending = new();
+        private readonly BlockingCollection<Read> _queue = new();
+
+        /// <summary>One read ahead: queued (0), taken by the prefetch thread (1), or taken back by the module's call before the thread reached it (2).</summary>
+        private sealed class Read
+        {
+            public readonly OffloadHook Hook;
+            public readonly Tensor?[] Into;
+            public readonly TaskCompletionSource<Tensor?[]> Result = new(TaskCreationOptions.RunContinuationsAsynchronously);
+            public int State;
+            public Read(OffloadHook hook, Tensor?[] into) { Hook = hook; Into = into; }
+        }
         private readonly Thread _thread;
         private long _held;
         private bool _disposed;
@@ -35,8 +47,11 @@ namespace TorchHooks
         /// <summary>The most bytes read ahead and not yet used.</summary>
         public long BudgetBytes { get; }
 
-        /// <summary>Modules served from a finished read ahead, and those that had to wait for one under way.</summary>
-        public int Hits, Waits;
+        /// <summary>
+        /// Modules served from a finished read ahead; those that waited for one under way; and those whose read ahead had not
+        /// started when they were called, which read their weights themselves (no wait for the prefetch thread to be scheduled).
+        /// </summary>
+        public int Hits, Waits, Misses;
 
         /// <summary><paramref name="hook"/>'s module was entered: learn the order, or queue the modules after it.</summary>
         public void Entered(OffloadHook hook)
@@ -56,29 +71,45 @@ namespace TorchHooks
                     if (_pending.ContainsKey(next)) continue;
                     if (_held + next.Bytes > BudgetBytes) break;
                     _held += next.Bytes;
-                    var tcs = new TaskCompletionSource<Tensor[]>(TaskCreationOptions.RunContinuationsAsynchronously);
-                    _pending[next] = tcs;
-                    // Allocated here, on the calling thread, and filled on the prefetch thread: memory allocated by one
-                    // thread and freed by another stays in the allocating thread's malloc arena (glibc), so buffers
-                    // allocated on the prefetch thread would keep the process's RSS high after they are released.
-                    _queue.Add((next, next.Allocate(), tcs));
+                    // Rented here, on the calling thread, and filled on the prefetch thread: a buffer the pool must allocate
+                    // is allocated by the calling thread (memory allocated by one thread and freed by another stays in the
+                    // allocating thread's malloc arena with glibc, keeping the process's RSS high after it is freed).
+                    var read = new Read(next, next.Allocate());
+                    _pending[next] = read;
+                    _queue.Add(read);
                 }
             }
         }
 
-        /// <summary>The weights read ahead for <paramref name="hook"/> (waiting if the read is under way), or null if none was queued.</summary>
-        public Tensor[]? Take(OffloadHook hook)
+        /// <summary>
+        /// The weights read ahead for <paramref name="hook"/> (waiting if the read is under way; reading them here if the
+        /// prefetch thread has not started it), or null if none was queued.
+        /// </summary>
+        public Tensor?[]? Take(OffloadHook hook)
         {
-            TaskCompletionSource<Tensor[]>? tcs;
+            Read? read;
             lock (_lock)
             {
-                if (!_pending.Remove(hook, out tcs)) return null;
+                if (!_pending.Remove(hook, out read)) return null;
             }
             try
             {
-                if (tcs.Task.IsCompleted) Interlocked.Increment(ref Hits);
-                else Interlocked.Increment(ref Waits);
-                return tcs.Task.GetAwaiter().GetResult();   // a failed read throws here, in the module's call
+                if (read.Result.Task.IsCompleted)
+                {
+                    Interlocked.Increment(ref Hits);
+                    return read.Result.Task.GetAwaiter().GetResult();   // a failed read throws here, in the module's call
+                }
+                if (Interlocked.CompareExchange(ref read.State, 2, 0) == 0)
+                {
+                    Interlocked.Increment(ref Misses);
+                    try { hook.Fill(read.Into, touch: false); }
+                    catch { hook.Return(read.Into); throw; }
+                    return read.Into;
+                }
+                Interlocked.Increment(ref Waits);
+                long start = SpanEvents.Requested ? Stopwatch.GetTimestamp() : 0;
+                try { return read.Result.Task.GetAwaiter().GetResult(); }
+                finally { if (start != 0) SpanEvents.Span("offload.wait", hook.Node, hook.Bytes, start, Stopwatch.GetTimestamp()); }
             }
             finally
             {
@@ -88,30 +119,33 @@ namespace TorchHooks
 
         private void Run()
         {
-            foreach (var (hook, into, result) in _queue.GetConsumingEnumerable())
+            foreach (var read in _queue.GetConsumingEnumerable())
             {
-                try { hook.Fill(into); result.SetResult(into); }
-                catch (Exception e) { foreach (var t in into) t.Dispose(); result.SetException(e); }
+                if (Interlocked.CompareExchange(ref read.State, 1, 0) != 0) continue;   // the module's call took it back and read it itself
+                long start = SpanEvents.Requested ? Stopwatch.GetTimestamp() : 0;
+                try { read.Hook.Fill(read.Into, touch: true); }
+                catch (Exception e) { read.Hook.Return(read.Into); read.Result.SetException(e); continue; }
+                if (start != 0) SpanEvents.Span("offload.prefetch", read.Hook.Node, read.Hook.Bytes, start, Stopwatch.GetTimestamp());
+                read.Result.SetResult(read.Into);
             }
         }
 
         /// <summary>Stops the thread and disposes what was read ahead and not used.</summary>
         public void Dispose()
         {
-            List<TaskCompletionSource<Tensor[]>> left;
+            List<Read> left;
             lock (_lock)
             {
                 if (_disposed) return;
                 _disposed = true;
-                left = new List<TaskCompletionSource<Tensor[]>>(_pending.Values);
+                left = _pending.Values.ToList();
                 _pending.Clear();
                 _held = 0;
             }
             _queue.CompleteAdding();
             _thread.Join();
-            foreach (var tcs in left)
-                if (tcs.Task.Status == TaskStatus.RanToCompletion)
-                    foreach (var t in tcs.Task.Result) t.Dispose();
+            foreach (var read in left)
+                if (read.Result.Task.Status == TaskStatus.RanToCompletion) read.Hook.Return(read.Result.Task.Result);
             _queue.Dispose();
         }
     }

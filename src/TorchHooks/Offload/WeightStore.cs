@@ -11,7 +11,7 @@ namespace TorchHooks
     /// <summary>
     /// Where an offloaded module's weights live between its calls (Accelerate's <c>weights_map</c>): on disk
     /// (<see cref="Disk"/>: any <see cref="Checkpoint"/> — safetensors, sharded safetensors, Accelerate's offload
-    /// folder, TorchSharp's <c>Module.save</c> — read through a memory mapping of just the tensor's bytes), or in host
+    /// folder, TorchSharp's <c>Module.save</c> — mapped per call where the tensor's offset is aligned, else read with positioned reads), or in host
     /// memory (<see cref="Host"/>). Keys are the model's <c>state_dict</c> names.
     /// </summary>
     public abstract class WeightStore : IDisposable
@@ -29,6 +29,12 @@ namespace TorchHooks
 
         /// <summary>Copies the tensor at <paramref name="key"/> into <paramref name="destination"/> (contiguous CPU, same dtype and shape).</summary>
         internal abstract void ReadInto(string key, Tensor destination);
+
+        /// <summary>Whether <see cref="Map"/> can serve <paramref name="key"/> without a copy (a disk store's tensor whose offset is aligned to its element size).</summary>
+        internal virtual bool CanMap(string key) => false;
+
+        /// <summary>The tensor at <paramref name="key"/> over a memory mapping of its file, no copy (only if <see cref="CanMap"/>; the caller disposes it).</summary>
+        internal virtual Tensor Map(string key) => throw new NotSupportedException($"The store {this} cannot map '{key}'; read it with ReadInto.");
 
         /// <summary>A store on disk: the tensors of <paramref name="checkpoint"/> (disposed with the store). Its files must not be writable by other users.</summary>
         /// <exception cref="UnauthorizedAccessException">A file or its folder can be written by other users (a sticky folder such as /tmp is fine).</exception>
@@ -88,6 +94,8 @@ namespace TorchHooks
             public override IReadOnlyList<long> Shape(string key) => _checkpoint[key].shape;
             public override torch.ScalarType DType(string key) => _checkpoint[key].dtype;
             internal override void ReadInto(string key, Tensor destination) => _checkpoint.ReadInto(_checkpoint[key], destination);
+            internal override bool CanMap(string key) => Checkpoint.CanMap(_checkpoint[key]);
+            internal override Tensor Map(string key) => _checkpoint.Map(_checkpoint[key]);
             public override void Dispose() => _checkpoint.Dispose();
             public override string ToString() => $"disk store: {_checkpoint}";
         }

@@ -14,7 +14,7 @@ namespace TorchHooks
     /// <remarks>
     /// <para>One complete event (<c>"ph": "X"</c>) per finished call, <c>ts</c> and <c>dur</c> in microseconds from
     /// the tracer's start; <c>name</c> is the module path (the root's is its type), <c>cat</c> is <c>module</c>
-    /// (<c>module.backward</c> for backward records); <c>args</c> carry type, path, call index, id, parent id,
+    /// (<c>module.backward</c> for backward records, <c>module.recompute</c> for a checkpoint's recompute); <c>args</c> carry type, path, call index, id, parent id,
     /// input and output tensors (<c>"[1, 64, 56, 56] Float32 cpu"</c>), training flag and autocast dtype.</para>
     /// <para>Tracks: <c>pid</c> is the process id, <c>tid</c> the managed thread id; backward records go on a
     /// track of their own per thread (<c>tid + 1,000,000</c>, named "… (backward)"), because Perfetto requires
@@ -22,6 +22,10 @@ namespace TorchHooks
     /// tracks. Within a track events nest strictly: a call that outlived its enclosing call (a call abandoned by
     /// an exception and finished later) is cut at the enclosing call's end and marked <c>"clamped": true</c>.
     /// Calls still running when the trace is written are left out.</para>
+    /// <para>Spans of work for the calls (<see cref="ModuleTracer.Spans"/>: <c>offload.load</c>, <c>offload.wait</c>,
+    /// <c>offload.prefetch</c>) are complete events of category <c>offload</c> on the track of the thread that did the
+    /// work, with <c>path</c> and <c>bytes</c> args: a load nests inside its module's call, a wait inside the load, and
+    /// reads ahead sit on the prefetch thread's own track, overlapping the calls they run beside.</para>
     /// </remarks>
     public static class ChromeTrace
     {
@@ -55,31 +59,38 @@ namespace TorchHooks
             w.WriteStartArray("traceEvents");
 
             Meta(w, "process_name", pid, 0, "name", tracer.Name);
-            var tracks = calls.GroupBy(Track).OrderBy(g => g.Key);
-            foreach (var track in tracks)
+            var events = calls.Select(c => new Event(Track(c), c.StartTimestamp, c.EndTimestamp, c.Id, c, null,
+                                                     (c.ThreadName ?? $"thread {c.ThreadId}") + (c.Phase == CallPhase.Backward ? " (backward)" : "")))
+                .Concat(tracer.Spans.Select((sp, i) => new Event(sp.ThreadId, sp.StartTimestamp, sp.EndTimestamp, int.MaxValue / 2 + i, null, sp,
+                                                                  sp.ThreadName ?? $"thread {sp.ThreadId}")));
+            foreach (var track in events.GroupBy(e => e.Track).OrderBy(g => g.Key))
             {
-                var first = track.First();
-                string threadName = (first.ThreadName ?? $"thread {first.ThreadId}") + (first.Phase == CallPhase.Backward ? " (backward)" : "");
-                Meta(w, "thread_name", pid, track.Key, "name", threadName);
+                Meta(w, "thread_name", pid, track.Key, "name", track.First().ThreadName);
                 Meta(w, "thread_sort_index", pid, track.Key, "sort_index", track.Key);
-                foreach (var (call, ts, end, clamped) in Nest(tracer, track))
-                    Complete(w, pid, track.Key, call, ts, end - ts, clamped);
+                foreach (var (e, ts, end, clamped) in Nest(tracer, track))
+                {
+                    if (e.Call is { } call) Complete(w, pid, track.Key, call, ts, end - ts, clamped);
+                    else Complete(w, pid, track.Key, e.Span!, ts, end - ts, clamped);
+                }
             }
             w.WriteEndArray();
             w.WriteEndObject();
         }
 
+        /// <summary>One event of a track: a module call, or a span of work for one (offload).</summary>
+        private sealed record Event(int Track, long Start, long End, int Order, ModuleCallRecord? Call, TraceSpan? Span, string ThreadName);
+
         private static int Track(ModuleCallRecord c) => c.Phase == CallPhase.Backward ? c.ThreadId + BackwardTrackOffset : c.ThreadId;
 
         /// <summary>A track's events ordered by start, each cut to its enclosing event so that the track nests strictly.</summary>
-        private static IEnumerable<(ModuleCallRecord Call, double Ts, double End, bool Clamped)> Nest(ModuleTracer tracer, IEnumerable<ModuleCallRecord> track)
+        private static IEnumerable<(Event Event, double Ts, double End, bool Clamped)> Nest(ModuleTracer tracer, IEnumerable<Event> track)
         {
-            var ordered = track.OrderBy(c => c.StartTimestamp).ThenByDescending(c => c.EndTimestamp).ThenBy(c => c.Id);
+            var ordered = track.OrderBy(c => c.Start).ThenByDescending(c => c.End).ThenBy(c => c.Order);
             var open = new Stack<double>();
             foreach (var c in ordered)
             {
-                double ts = Round(tracer.Microseconds(c.StartTimestamp));
-                double end = Round(tracer.Microseconds(c.EndTimestamp));
+                double ts = Round(tracer.Microseconds(c.Start));
+                double end = Round(tracer.Microseconds(c.End));
                 while (open.Count > 0 && open.Peek() <= ts) open.Pop();
                 bool clamped = false;
                 if (open.Count > 0 && end > open.Peek()) { end = open.Peek(); clamped = true; }
@@ -130,6 +141,24 @@ namespace TorchHooks
             Tensors(w, c.Phase == CallPhase.Backward ? "grad_outputs" : "inputs", c.Inputs);
             Tensors(w, c.Phase == CallPhase.Backward ? "grad_inputs" : "outputs", c.Outputs);
             if (c.Failed) w.WriteBoolean("failed", true);
+            if (clamped) w.WriteBoolean("clamped", true);
+            w.WriteEndObject();
+            w.WriteEndObject();
+        }
+
+        private static void Complete(Utf8JsonWriter w, int pid, int tid, TraceSpan span, double ts, double dur, bool clamped)
+        {
+            w.WriteStartObject();
+            w.WriteString("name", span.Name);
+            w.WriteString("cat", span.Category);
+            w.WriteString("ph", "X");
+            w.WriteNumber("ts", ts);
+            w.WriteNumber("dur", Round(dur));
+            w.WriteNumber("pid", pid);
+            w.WriteNumber("tid", tid);
+            w.WriteStartObject("args");
+            w.WriteString("path", span.Path);
+            w.WriteNumber("bytes", span.Bytes);
             if (clamped) w.WriteBoolean("clamped", true);
             w.WriteEndObject();
             w.WriteEndObject();

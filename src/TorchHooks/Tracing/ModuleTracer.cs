@@ -73,6 +73,7 @@ namespace TorchHooks
         private int _recording;
         private readonly List<HookPoint> _nodes = new();                 // node table: CallEntry.Node - 1 indexes it
         private readonly Dictionary<HookPoint, int> _nodeIndex = new(ReferenceEqualityComparer.Instance);
+        private List<TraceSpan> _spans = new();                           // offload loads, waits, reads ahead (SpanEvents)
 
         private ModuleTracer(TracerOptions options, HashSet<HookPoint>? tree)
         {
@@ -129,6 +130,25 @@ namespace TorchHooks
             }
         }
 
+        /// <summary>
+        /// The spans of work recorded for the traced modules' calls besides the calls themselves (<see cref="TraceSpan"/>:
+        /// offload loads, waits and reads ahead), in the order they ended (a snapshot; at most <see cref="TracerOptions.MaxCalls"/>).
+        /// </summary>
+        public IReadOnlyList<TraceSpan> Spans
+        {
+            get { lock (_nodes) return _spans.ToArray(); }
+        }
+
+        /// <summary>Records a span of work done on the calling thread for the module at <paramref name="path"/> (from <see cref="SpanEvents"/>).</summary>
+        internal void RecordSpan(string name, string path, long bytes, long start, long end)
+        {
+            if (!IsRecording) return;
+            var thread = Thread.CurrentThread;
+            var span = new TraceSpan(this, name, path, bytes, thread.ManagedThreadId, thread.Name, start, end);
+            lock (_nodes)
+                if (_spans.Count < _max) _spans.Add(span);
+        }
+
         /// <summary>The recorded calls of the module at <paramref name="path"/>.</summary>
         public IReadOnlyList<ModuleCallRecord> CallsOf(string path)
         {
@@ -154,6 +174,7 @@ namespace TorchHooks
         {
             var store = Volatile.Read(ref _store);
             Volatile.Write(ref _store, new TraceStore(store.Generation + 1));
+            lock (_nodes) _spans = new List<TraceSpan>();
         }
 
         /// <summary>Stops recording.</summary>

@@ -35,6 +35,7 @@ namespace TorchHooks
         private static volatile bool s_listening;
         private static volatile bool s_backward;
         private static readonly BackwardObserver s_backwardObserver = new BackwardTimings();
+        private static readonly SpanObserver s_spanObserver = new Spans();
 
         public override bool IsActiveFor(HookPoint node) => false;
 
@@ -78,6 +79,9 @@ namespace TorchHooks
                 // Backward timings and gradients come through the seam's observer route, from whichever concern wraps calls for backward.
                 if (backward) BackwardEvents.Add(s_backwardObserver);
                 else BackwardEvents.Remove(s_backwardObserver);
+                // Spans of work for module calls (offload loads, waits, reads ahead) come through the seam's span route while a tracer is open.
+                if (s_tracers.Length > 0) SpanEvents.Add(s_spanObserver);
+                else SpanEvents.Remove(s_spanObserver);
             }
             s_listening = Source.HasListeners();
             CallPath.RecomputeEverywhere();
@@ -120,6 +124,16 @@ namespace TorchHooks
 
             public override void Backward(HookPoint node, int callIndex, long startTimestamp, long endTimestamp, Tensor?[]? gradInputs, Tensor?[]? gradOutputs)
                 => RecordBackward(node, callIndex, startTimestamp, endTimestamp, gradInputs, gradOutputs);
+        }
+
+        /// <summary>The tracing concern's subscription to the seam's span route: records spans in the open tracers that want the module.</summary>
+        private sealed class Spans : SpanObserver
+        {
+            public override void Span(string name, HookPoint node, long bytes, long startTimestamp, long endTimestamp)
+            {
+                foreach (var tracer in s_tracers)
+                    if (tracer.Wants(node)) tracer.RecordSpan(name, node.Path, bytes, startTimestamp, endTimestamp);
+            }
         }
 
         /// <summary>Whether an open tracer records the backward timings of <paramref name="node"/>'s module, or a cache its gradients.</summary>

@@ -111,8 +111,9 @@ namespace TorchHooks.Tests.BigModels
                 using (no_grad())
                 using (var y = m.call(x))
                     Assert.That(BitEqual(y, want), $"pass {pass}");
-            TestContext.Out.WriteLine($"prefetch: {offload.PrefetchHits} hits, {offload.PrefetchWaits} waits over 5 passes of {offload.Paths.Count} modules");
-            Assert.That(offload.PrefetchHits + offload.PrefetchWaits, Is.GreaterThanOrEqualTo(5 * 3), "every module after the first of each pass came from a read ahead");
+            TestContext.Out.WriteLine($"prefetch: {offload.PrefetchHits} hits, {offload.PrefetchWaits} waits, {offload.PrefetchMisses} misses over 5 passes of {offload.Paths.Count} modules");
+            Assert.That(offload.PrefetchHits + offload.PrefetchWaits + offload.PrefetchMisses, Is.GreaterThanOrEqualTo(5 * 3), "every module after the first of each pass had a read ahead queued");
+            Assert.That(offload.PrefetchHits + offload.PrefetchWaits, Is.GreaterThan(0), "the prefetch thread read some of them");
             offload.Dispose();
             GC.Collect(); GC.WaitForPendingFinalizers();
             Assert.That(Tensor.TotalCount, Is.LessThanOrEqualTo(tensors + 8), "live tensors flat (the 8 are the restored parameters)");
@@ -214,6 +215,120 @@ namespace TorchHooks.Tests.BigModels
             Assert.That(m["fc1"].IsActive, Is.True);
             offload.Dispose();
             Assert.That(m.Paths.Select(p => m[p]).All(p => !p.IsActive), "no concern active once the offload is removed");
+        }
+        /// <summary>The resident model's weights written as Accelerate's offload folder (aligned .dat files: mapped) under a fresh folder.</summary>
+        private string Folder(Sequential resident)
+        {
+            var dir = Path.Combine(Path.GetTempPath(), $"th18-mapped-{Guid.NewGuid():N}");
+            using var sd = resident.WithHooks().StateDict();
+            OffloadFolder.Write(sd, dir);
+            return dir;
+        }
+
+        [Test(Description = "mapped (offload folder, no copy) and copied (pooled buffers) materialisation, with and without prefetch: bit-identical to resident over passes; mapped uses no pooled buffer; Parameter objects kept over the passes")]
+        public void Mapped_and_copied_weights_are_bit_identical([Values(false, true)] bool map, [Values(0L, 2L * (32 * 32 + 32) * 4)] long prefetch)
+        {
+            var (x, want, m) = Setup();
+            using var _x = x;
+            using var _want = want;
+            var dir = Folder(Resident());
+            try
+            {
+                using var store = WeightStore.Disk(Checkpoint.Open(dir));
+                using var offload = m.Offload(store, new OffloadOptions { MapWeights = map, PrefetchBytes = prefetch });
+                var parameters = m.Unwrap().parameters().ToList();   // the empty model's meta parameters were replaced by storage-less CPU ones
+                Assert.That(offload.BufferPoolBytes, Is.EqualTo(prefetch + (32 * 32 + 32) * 4), "the pool's capacity: the prefetch budget plus the largest module");
+                for (int pass = 0; pass < 4; pass++)
+                {
+                    using (no_grad())
+                    using (var y = m.call(x))
+                        Assert.That(BitEqual(y, want), $"pass {pass}");
+                    Assert.That(offload.AllReleased, $"pass {pass}: released");
+                }
+                var (allocated, reused) = offload.BufferPoolCounts;
+                TestContext.Out.WriteLine($"map {map}, prefetch {prefetch}: pool allocated {allocated}, reused {reused}; prefetch hits {offload.PrefetchHits}, waits {offload.PrefetchWaits}, misses {offload.PrefetchMisses}");
+                if (map) Assert.That(allocated + reused, Is.EqualTo(0), "mapped weights need no buffer");
+                else Assert.That(allocated + reused, prefetch == 0 ? Is.EqualTo(4 * 8) : Is.GreaterThanOrEqualTo(4 * 8), "every copied tensor went through the pool (reads ahead for the next pass too; differently shaped modules evict each other's buffers: the pool keeps its capacity)");
+                Assert.That(m.Unwrap().parameters().Zip(parameters, ReferenceEquals).All(same => same), "the same Parameter objects over the passes");
+            }
+            finally { Directory.Delete(dir, recursive: true); }
+        }
+
+        [Test(Description = "the buffer pool: a model of same-shaped layers allocates one buffer per tensor shape and reuses them every pass; live tensors flat; the pool is freed with the handle")]
+        public void Buffer_pool_reuses_buffers_across_modules_and_passes()
+        {
+            manual_seed(5);
+            var resident = nn.Sequential(Enumerable.Range(0, 6).Select(i => ($"l{i}", (nn.Module<Tensor, Tensor>)nn.Linear(32, 32))).ToArray());
+            using var x = randn(2, 32);
+            using var want = resident.call(x);
+            var m = resident.WithHooks();
+            using var store = WeightStore.Host(m.StateDict());
+            var offload = m.Offload(store);
+            using (no_grad()) m.call(x).Dispose();
+            GC.Collect(); GC.WaitForPendingFinalizers();
+            long tensors = Tensor.TotalCount;
+            for (int pass = 0; pass < 5; pass++)
+                using (no_grad())
+                using (var y = m.call(x))
+                    Assert.That(BitEqual(y, want), $"pass {pass}");
+            var (allocated, reused) = offload.BufferPoolCounts;
+            Assert.That(allocated, Is.EqualTo(2), "one weight and one bias buffer, allocated once");
+            Assert.That(reused, Is.EqualTo(6 * 6 * 2 - 2), "every other materialisation reused them");
+            GC.Collect(); GC.WaitForPendingFinalizers();
+            Assert.That(Tensor.TotalCount, Is.LessThanOrEqualTo(tensors), "live tensors flat over the passes");
+            offload.Dispose();
+            using (no_grad()) using (var y = m.call(x)) Assert.That(BitEqual(y, want), "resident again after the handle is disposed");
+        }
+
+        [Test(Description = "tracing: a traced offloaded forward with prefetch has offload.load spans inside their module's call, offload.wait inside a load, offload.prefetch on the prefetch thread's own track; Chrome trace category offload with path and bytes; no spans without a tracer")]
+        public void Traced_offload_shows_load_wait_and_prefetch_spans()
+        {
+            var (x, want, m) = Setup();
+            using var _x = x;
+            using var _want = want;
+            using var store = WeightStore.Disk(Checkpoint.Open(_path));
+            using var offload = m.Offload(store, new OffloadOptions { PrefetchBytes = 4 * (32 * 32 + 32) * 4 });
+            using (no_grad()) m.call(x).Dispose();   // learn the order (no tracer: nothing is recorded anywhere)
+            Assert.That(SpanEvents.Requested, Is.False, "no span observer without a tracer");
+            ModuleTracer trace;
+            using (trace = m.Trace())
+            {
+                Assert.That(SpanEvents.Requested, Is.True, "a tracer subscribes to the span route");
+                for (int pass = 0; pass < 3; pass++)
+                    using (no_grad()) m.call(x).Dispose();
+            }
+            Assert.That(SpanEvents.Requested, Is.False, "unsubscribed when the tracer is disposed");
+            var spans = trace.Spans;
+            var calls = trace.Calls;
+            int caller = calls.First(c => c.Path == "fc1").ThreadId;
+            var loads = spans.Where(s => s.Name == "offload.load").ToList();
+            Assert.That(loads.Select(s => s.Path).Distinct(), Is.EquivalentTo(new[] { "fc1", "norm", "fc2", "fc3" }));
+            Assert.That(loads, Has.Count.EqualTo(3 * 4), "one load per offloaded module call");
+            foreach (var load in loads)
+            {
+                Assert.That(load.ThreadId, Is.EqualTo(caller), "loads run on the calling thread");
+                Assert.That(load.Bytes, Is.EqualTo(load.Path == "norm" ? 2 * 32 * 4 : load.Path == "fc1" ? (16 * 32 + 32) * 4 : load.Path == "fc2" ? (32 * 32 + 32) * 4 : (32 * 8 + 8) * 4));
+                Assert.That(calls.Any(c => c.Path == load.Path && c.ThreadId == caller && c.StartTimestamp <= load.StartTimestamp && load.EndTimestamp <= c.EndTimestamp),
+                            $"the load of '{load.Path}' lies inside a call of its module");
+            }
+            foreach (var wait in spans.Where(s => s.Name == "offload.wait"))
+                Assert.That(loads.Any(l => l.Path == wait.Path && l.StartTimestamp <= wait.StartTimestamp && wait.EndTimestamp <= l.EndTimestamp), "a wait lies inside its load");
+            var prefetches = spans.Where(s => s.Name == "offload.prefetch").ToList();
+            Assert.That(prefetches.Count + offload.PrefetchMisses, Is.GreaterThanOrEqualTo(3 * 4 - 1), "every load after the first traced one was read ahead (or taken back by its call before the prefetch thread reached it)");
+            Assert.That(prefetches, Is.Not.Empty);
+            Assert.That(prefetches.Select(p => p.ThreadId).Distinct().Single(), Is.Not.EqualTo(caller), "reads ahead on their own thread");
+            Assert.That(prefetches[0].ThreadName, Is.EqualTo("TorchHooks offload prefetch"));
+
+            using var json = System.Text.Json.JsonDocument.Parse(trace.ToChromeTrace());
+            var events = json.RootElement.GetProperty("traceEvents").EnumerateArray().Where(e => e.GetProperty("ph").GetString() == "X").ToList();
+            var offloadEvents = events.Where(e => e.GetProperty("cat").GetString() == "offload").ToList();
+            Assert.That(offloadEvents.Select(e => e.GetProperty("name").GetString()).Distinct(), Is.SupersetOf(new[] { "offload.load", "offload.prefetch" }));
+            Assert.That(offloadEvents.All(e => e.GetProperty("args").TryGetProperty("path", out _) && e.GetProperty("args").GetProperty("bytes").GetInt64() > 0));
+            var prefetchTid = offloadEvents.First(e => e.GetProperty("name").GetString() == "offload.prefetch").GetProperty("tid").GetInt32();
+            Assert.That(events.Where(e => e.GetProperty("tid").GetInt32() == prefetchTid).All(e => e.GetProperty("cat").GetString() == "offload"), "the prefetch track holds only reads ahead");
+            Assert.That(json.RootElement.GetProperty("traceEvents").EnumerateArray().Any(e => e.GetProperty("ph").GetString() == "M" && e.GetProperty("tid").GetInt32() == prefetchTid
+                        && e.GetProperty("args").TryGetProperty("name", out var n) && n.GetString() == "TorchHooks offload prefetch"), "the prefetch track is named");
+            Assert.That(offloadEvents.Any(e => e.TryGetProperty("args", out var a) && a.TryGetProperty("clamped", out _)), Is.False, "offload spans nest without clamping");
         }
     }
 }
