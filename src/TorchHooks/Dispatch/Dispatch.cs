@@ -128,7 +128,7 @@ namespace TorchHooks
                 if (main_device.Trim() == DeviceNames.Disk) throw new ArgumentException("main_device cannot be \"disk\": pass the device the model executes on, e.g. \"cpu\".", nameof(main_device));
                 main = DeviceNames.Parse(main_device, nameof(main_device));
             }
-            else if (distinct.All(d => d == "cpu")) main = torch.CPU;
+            else if (devices.Values.All(d => d is null || d.type == DeviceType.CPU)) main = torch.CPU;
             else main = devices.Values.First(d => d is not null && d.type != DeviceType.CPU)!;
             if (anyDisk)
             {
