@@ -16,11 +16,13 @@ namespace TorchHooks
     /// </summary>
     /// <remarks>
     /// Differences from Accelerate: the tensors keep their objects (Accelerate's <c>set_module_tensor_to_device</c> makes
-    /// new <c>Parameter</c>s, so an optimizer built before holds stale ones, Accelerate #3770); removing the hook
+    /// new <c>Parameter</c>s, so an optimizer built before holds stale ones, Accelerate #3770) — between CPU and CUDA
+    /// through libtorch's <c>set_data</c> (the native tensor too), to and from <c>meta</c> by exchanging the managed
+    /// objects' native tensors (a module implemented in libtorch keeps its old reference there); removing the hook
     /// (<see cref="detach_hook"/>) moves them back where they were (Accelerate leaves them on the execution device) —
     /// from <c>meta</c> to the data they had, from any other device as a copy of their current values. Gradients do not
-    /// move with a tensor (zero them first), and an autograd graph built before the move accumulates into the native
-    /// tensors as they were (run backward first). The input device of an <see cref="io_same_device"/> call is kept per thread,
+    /// move with a tensor (zero them first), and on the <c>meta</c> path an autograd graph built before the move
+    /// accumulates into the native tensors as they were (run backward first). The input device of an <see cref="io_same_device"/> call is kept per thread,
     /// so nested and concurrent calls are safe. Moving out of <c>meta</c> is impossible (no data): such a move throws
     /// naming the module.
     /// </remarks>

@@ -6,22 +6,25 @@ namespace TorchHooks
 {
     /// <summary>
     /// One parameter or buffer moved to another device while keeping its object (what an optimizer, a tied module or the
-    /// user's variable holds): the tensor is copied to the device and the two managed objects exchange their native
-    /// tensors (PyTorch's <c>torch.utils.swap_tensors</c>, which <c>nn.Module._apply</c> uses when
-    /// <c>torch.__future__.set_swap_module_params_on_conversion(True)</c>). libtorch's own ways keep the object only on
-    /// the same device (<c>set_</c>: "the devices must match") or between dense backends (<c>set_data</c> refuses
-    /// <c>meta</c>); TorchSharp's <c>Module.to</c> makes new <c>Parameter</c> objects (Accelerate #3770's trap).
+    /// user's variable holds), as PyTorch's <c>nn.Module._apply</c> does: between CPU and CUDA with <c>set_data</c>
+    /// (<c>param.data = param.to(device)</c>; the native tensor itself takes the new storage, so a module implemented in
+    /// libtorch that holds it sees the move too — <see cref="TensorData"/>); to and from <c>meta</c>, which
+    /// <c>set_data</c> refuses, by copying and letting the two managed objects exchange their native tensors (PyTorch's
+    /// <c>torch.utils.swap_tensors</c>, its path with <c>torch.__future__.set_swap_module_params_on_conversion(True)</c>).
+    /// <c>set_</c> refuses another device ("the devices must match"); TorchSharp's <c>Module.to</c> makes new
+    /// <c>Parameter</c> objects (Accelerate #3770's trap).
     /// </summary>
     internal sealed class TensorPlacement
     {
         private readonly Tensor _tensor;
         private readonly torch.Device _from;
-        private Tensor? _original;   // kept only when the new device cannot give the data back (meta)
+        private readonly bool _inPlace;   // moved with set_data (dense to dense), else swapped
+        private Tensor? _original;        // kept only when the new device cannot give the data back (meta)
         private bool _restored;
 
-        private TensorPlacement(Tensor tensor, torch.Device from, Tensor? original)
+        private TensorPlacement(Tensor tensor, torch.Device from, bool inPlace, Tensor? original)
         {
-            _tensor = tensor; _from = from; _original = original;
+            _tensor = tensor; _from = from; _inPlace = inPlace; _original = original;
         }
 
         /// <summary>Whether <paramref name="t"/> is on <paramref name="device"/> (an index-less device matches any index).</summary>
@@ -42,6 +45,12 @@ namespace TorchHooks
             using (torch.no_grad())
             using (var detached = tensor.detach())
                 moved = detached.to(device);
+            if (TensorData.Applies(tensor, moved))
+            {
+                try { TensorData.Set(tensor, moved); }   // the tensor's own TensorImpl now holds the device copy
+                finally { moved.Dispose(); }
+                return new TensorPlacement(tensor, from, inPlace: true, null);
+            }
             try
             {
                 if (tensor.requires_grad) moved.requires_grad_(true);
@@ -49,9 +58,9 @@ namespace TorchHooks
             }
             catch { moved.Dispose(); throw; }
             TorchSharpInternals.SwapTensors(tensor, moved);   // tensor: the device copy; moved: the original
-            if (device.type == DeviceType.META) return new TensorPlacement(tensor, from, moved);
+            if (device.type == DeviceType.META) return new TensorPlacement(tensor, from, inPlace: false, moved);
             moved.Dispose();
-            return new TensorPlacement(tensor, from, null);
+            return new TensorPlacement(tensor, from, inPlace: false, null);
         }
 
         /// <summary>
@@ -61,6 +70,15 @@ namespace TorchHooks
         public void Restore()
         {
             if (_restored) return;
+            if (_inPlace)
+            {
+                using (torch.no_grad())
+                using (var detached = _tensor.detach())
+                using (var data = detached.to(_from))
+                    TensorData.Set(_tensor, data);
+                _restored = true;
+                return;
+            }
             Tensor back;
             if (_original is not null) back = _original;
             else

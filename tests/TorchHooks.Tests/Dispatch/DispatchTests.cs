@@ -372,6 +372,29 @@ namespace TorchHooks.Tests.Dispatch
             finally { if (System.IO.Directory.Exists(dir)) System.IO.Directory.Delete(dir, recursive: true); }
         }
 
+        [Test(Description = "libtorch's set_data (the CPU/CUDA path of a move, PyTorch's param.data = ...), bound directly: the Parameter object and its native tensor stay, the data, shape and storage change, requires_grad and training keep working; meta is refused before libtorch is called")]
+        public void Set_data_binding_keeps_the_native_tensor()
+        {
+            var p = new Parameter(zeros(2, 3));
+            var handle = p.Handle;
+            using var data = arange(12, dtype: float32).reshape(3, 4);
+            Assert.That(TensorData.Applies(p, data));
+            TensorData.Set(p, data);
+            Assert.That(p.Handle, Is.EqualTo(handle), "the same native tensor");
+            Assert.That(p.shape, Is.EqualTo(new long[] { 3, 4 }));
+            Assert.That(p.requires_grad, Is.True);
+            Assert.That(p.eq(data).all().item<bool>());
+            using (var loss = (p * 2).sum()) loss.backward();
+            Assert.That(p.grad!.eq(full(3, 4, 2f)).all().item<bool>(), "gradients reach the moved data");
+
+            using var meta = empty(3, 4, device: META);
+            Assert.That(TensorData.Applies(p, meta), Is.False);
+            Assert.That(() => TensorData.Set(p, meta), Throws.ArgumentException);
+            using var ints = zeros(3, 4, dtype: int64);
+            Assert.That(TensorData.Applies(p, ints), Is.False, "a tensor requiring grad needs floating-point data");
+            Assert.That(p.eq(data).all().item<bool>(), "unchanged by the refusals");
+        }
+
         private static IEnumerable<TestCaseData> Refusals()
         {
             TestCaseData Case(string name, Dictionary<string, string> map, string message, string? main = null, bool store = false)
