@@ -290,11 +290,12 @@ namespace TorchHooks
             }
         }
 
-        /// <summary>Whether entries at or below <paramref name="path"/> cover its whole subtree (its own entry, or a tensor-less module whose children all are).</summary>
+        /// <summary>Whether entries at or below <paramref name="path"/> cover its whole subtree (its own entry, no tensors at all, or a module without tensors of its own whose children all are).</summary>
         private static bool Covered(IHookedModule model, Dictionary<string, torch.Device?> devices, string path)
         {
             if (devices.ContainsKey(path)) return true;
             var module = model[path].Module;
+            if (!HasTensors(module)) return true;
             var children = module.named_children().ToList();
             return children.Count > 0 && !module.named_parameters(recurse: false).Any() && !module.named_buffers(recurse: false).Any()
                    && children.All(c => Covered(model, devices, Join(path, c.name)));

@@ -395,6 +395,28 @@ namespace TorchHooks.Tests.Dispatch
             Assert.That(p.eq(data).all().item<bool>(), "unchanged by the refusals");
         }
 
+        [Test(Description = "DeviceMap.Build places by type (or any predicate): the selected subtrees, the rest on the default device, own tensors of a module above them as their own entry; dispatch_model takes the map as it is and runs bit-identical")]
+        public void Map_built_from_a_type_rule_dispatches()
+        {
+            manual_seed(13);
+            var model = nn.Sequential(("first", nn.Linear(16, 16)), ("mid", new Scaled(16)), ("act", nn.ReLU()), ("last", new Block(16)));
+            var m = model.WithHooks();
+            using var x = rand(2, 16);
+            using var want = model.call(x);
+            var map = DeviceMap.Build(m, p => p.Module is Linear && p.Path.StartsWith("mid.", StringComparison.Ordinal) || p.Module is Block ? "disk" : null);
+            TestContext.Out.WriteLine(string.Join(", ", map.Select(kv => $"{kv.Key}: {kv.Value}")));
+            Assert.That(map, Is.EqualTo(new Dictionary<string, string> { ["first"] = "cpu", ["mid"] = "cpu", ["mid.a"] = "disk", ["mid.b"] = "disk", ["last"] = "disk" }));
+            Assert.That(DeviceMap.Build(m, p => null), Is.EqualTo(new Dictionary<string, string> { [""] = "cpu" }));
+            using var store = WeightStore.Host(m.StateDict());
+            using (var handle = m.dispatch_model(map, offloadStore: store))
+            using (no_grad())
+            using (var y = m.call(x))
+            {
+                Assert.That(handle.Offload!.Paths, Is.EquivalentTo(new[] { "mid.a", "mid.b", "last.a", "last.b" }));
+                Assert.That(y.eq(want).all().item<bool>());
+            }
+        }
+
         private static IEnumerable<TestCaseData> Refusals()
         {
             TestCaseData Case(string name, Dictionary<string, string> map, string message, string? main = null, bool store = false)
