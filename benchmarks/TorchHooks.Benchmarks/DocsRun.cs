@@ -214,7 +214,7 @@ namespace TorchHooks.Benchmarks
             if (only is null || only.Contains("Offload", StringComparer.OrdinalIgnoreCase))
             {
                 Console.WriteLine("// ===== Offload: child processes per configuration =====");
-                offload = OffloadProbe.Measure(root, dry ? 1 : roundsOverride ?? 3, 24, 2048, dry ? 2 : 5, log: true);
+                offload = OffloadProbe.Measure(root, dry ? 1 : roundsOverride ?? 2, 24, 2048, dry ? 2 : 5, log: true, groups: dry ? 3 : 21);
             }
 
             var paired = new List<PairedSection>();

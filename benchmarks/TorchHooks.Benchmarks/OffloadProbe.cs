@@ -13,9 +13,10 @@ namespace TorchHooks.Benchmarks
     /// in Release), so each peak RSS (VmHWM) is that configuration's alone — all-resident inference, disk offload with
     /// mapped weights (Accelerate's offload folder, no copy), with prefetch, the same two copying into pooled buffers
     /// (<c>MapWeights = false</c>), and loading the checkpoint (streaming into an empty model vs TorchSharp's
-    /// <c>Module.load</c> into an allocated one). Rounds alternate the configurations' order; throughput ratios are taken
-    /// within a round. The page cache is warm (the checkpoint was just written).
-    /// Run: <c>dotnet run -c Release --project benchmarks/TorchHooks.Benchmarks -- --offload-probe [--rounds 3] [--layers 24] [--width 2048] [--passes 5]</c>;
+    /// <c>Module.load</c> into an allocated one). Throughput comes from one more child process that runs every configuration
+    /// pass by pass in turn (ratios within a group of neighbouring passes). Memory rounds alternate the configurations'
+    /// order. The page cache is warm (the checkpoint was just written).
+    /// Run: <c>dotnet run -c Release --project benchmarks/TorchHooks.Benchmarks -- --offload-probe [--rounds 2] [--groups 21] [--layers 24] [--width 2048] [--passes 5]</c>;
     /// the docs run (<c>--write-docs</c>, or <c>--print-docs --suites Offload</c>) runs it too.
     /// </summary>
     internal static class OffloadProbe
@@ -24,10 +25,11 @@ namespace TorchHooks.Benchmarks
         public const string Title = "9. Models bigger than memory: disk offload, prefetch and streaming loads (child processes)";
 
         public const string ResidentCase = "resident", OffloadCase = "offload", PrefetchCase = "prefetch",
-                            OffloadCopyCase = "offload-copy", PrefetchCopyCase = "prefetch-copy", StreamCase = "load-stream", BuildCase = "load-build";
+                            OffloadCopyCase = "offload-copy", PrefetchCopyCase = "prefetch-copy", StreamCase = "load-stream", BuildCase = "load-build",
+                            OffloadColdCase = "offload-cold", PrefetchColdCase = "prefetch-cold";
 
         /// <summary>Every case this runner measures.</summary>
-        internal static IReadOnlyCollection<string> CaseKeys { get; } = new[] { ResidentCase, OffloadCase, PrefetchCase, OffloadCopyCase, PrefetchCopyCase, StreamCase, BuildCase };
+        internal static IReadOnlyCollection<string> CaseKeys { get; } = new[] { ResidentCase, OffloadCase, PrefetchCase, OffloadCopyCase, PrefetchCopyCase, OffloadColdCase, PrefetchColdCase, StreamCase, BuildCase };
 
         /// <summary>Goals: offloaded throughput relative to all-resident, without and with prefetch (warm page cache, 2 cores).</summary>
         public const double GoalOffload = 0.5, GoalPrefetch = 0.8;
@@ -41,6 +43,7 @@ namespace TorchHooks.Benchmarks
             public readonly List<double> Seconds = new();
             public readonly List<long> Peak = new();
             public int Hits, Waits, Misses;
+            public double SpeedSeconds, SpeedRatio = double.NaN;   // from the one-process speed run (pass by pass in turn)
             public bool? Identical;
             public double Median => Stat.Median(Seconds);
             public long PeakMax => Peak.Count == 0 ? 0 : Peak.Max();
@@ -49,7 +52,7 @@ namespace TorchHooks.Benchmarks
         public sealed class Result
         {
             public readonly List<Case> Cases = new();
-            public int Layers, Width, Passes, Rounds;
+            public int Layers, Width, Passes, Rounds, Groups;
             public long LayerBytes, ModelBytes, LargestTensor;
             public string LoadBefore = "", LoadAfter = "", Flags = "";
             public TimeSpan Elapsed;
@@ -58,28 +61,24 @@ namespace TorchHooks.Benchmarks
             public long Activations => 2L * 8 * Width * 4 + (1 << 20);
             public long PrefetchBytes => PrefetchLayers * LayerBytes;
 
-            /// <summary>Median over rounds of resident s/pass ÷ the case's s/pass (its throughput relative to resident), within each round.</summary>
-            public double Throughput(string key)
-            {
-                var c = this[key].Seconds; var b = this[ResidentCase].Seconds;
-                return Stat.Median(Enumerable.Range(0, Math.Min(c.Count, b.Count)).Select(i => b[i] / c[i]));
-            }
+            /// <summary>The case's throughput relative to resident: the speed run's median over groups of resident s/pass ÷ the case's, within a group.</summary>
+            public double Throughput(string key) => this[key].SpeedRatio;
         }
 
         public static int Run(string[] args)
         {
-            int rounds = Int(args, "--rounds", 3), layers = Int(args, "--layers", 24), width = Int(args, "--width", 2048), passes = Int(args, "--passes", 5);
-            var r = Measure(DocsRun.FindRepoRoot(), rounds, layers, width, passes, log: true);
+            int rounds = Int(args, "--rounds", 2), layers = Int(args, "--layers", 24), width = Int(args, "--width", 2048), passes = Int(args, "--passes", 5);
+            var r = Measure(DocsRun.FindRepoRoot(), rounds, layers, width, passes, log: true, groups: Int(args, "--groups", 21));
             Console.WriteLine(Markdown(r, heading: true));
             return 0;
         }
 
-        public static Result Measure(string root, int rounds, int layers, int width, int passes, bool log)
+        public static Result Measure(string root, int rounds, int layers, int width, int passes, bool log, int groups = 21)
         {
             var total = Stopwatch.StartNew();
             var r = new Result
             {
-                Layers = layers, Width = width, Passes = passes, Rounds = rounds, LoadBefore = Machine.LoadAverage(),
+                Layers = layers, Width = width, Passes = passes, Rounds = rounds, Groups = groups, LoadBefore = Machine.LoadAverage(),
                 LayerBytes = (long)width * width * 4 + width * 4, LargestTensor = (long)width * width * 4,
                 Flags = Machine.Collect(root).FlagList(Machine.BfloatFlags),
             };
@@ -95,6 +94,8 @@ namespace TorchHooks.Benchmarks
                 new Case { Key = PrefetchCase, Name = $"disk offload, mapped, + prefetch ({r.PrefetchBytes / 1e6:F0} MB, 1 thread)", Arg = "prefetch:" + prefetch },
                 new Case { Key = OffloadCopyCase, Name = "disk offload, copied into pooled buffers", Arg = "offload-copy" },
                 new Case { Key = PrefetchCopyCase, Name = $"disk offload, copied, + prefetch ({r.PrefetchBytes / 1e6:F0} MB, 1 thread)", Arg = "prefetch-copy:" + prefetch },
+                new Case { Key = OffloadColdCase, Name = "disk offload, mapped, cold page cache", Arg = "offload-cold" },
+                new Case { Key = PrefetchColdCase, Name = $"disk offload, mapped, + prefetch ({r.PrefetchBytes / 1e6:F0} MB, 1 thread), cold page cache", Arg = "prefetch-cold:" + prefetch },
                 new Case { Key = StreamCase, Name = "empty model + streaming load_state_dict", Arg = "stream" },
                 new Case { Key = BuildCase, Name = "allocated model + TorchSharp Module.load", Arg = "build" },
             });
@@ -105,6 +106,20 @@ namespace TorchHooks.Benchmarks
                 string model = Path.Combine(dir, "model.bin");
                 Exec("dotnet", child, "write", model, $"{layers}", $"{width}");
                 if (log) Console.WriteLine($"model: {layers} x Linear({width}, {width}) float32 = {r.ModelBytes / 1e6:F0} MB; layer {r.LayerBytes / 1e6:F1} MB; load {Machine.LoadAverage()}");
+                // Throughput: every configuration in one process, pass by pass in turn (the child's speed mode).
+                foreach (var line in Exec("dotnet", child, "speed", model, $"{layers}", $"{width}", prefetch, $"{groups}").Trim().Split('\n'))
+                {
+                    if (log) Console.WriteLine(line.Trim());
+                    var f = line.Trim().Split(' ');
+                    if (f.Length < 7 || f[0] != "speed") continue;
+                    var c = r[f[1]];   // the speed run's keys are the warm configurations' keys
+                    c.SpeedSeconds = double.Parse(f[2], CultureInfo.InvariantCulture);
+                    c.SpeedRatio = double.Parse(f[3], CultureInfo.InvariantCulture);
+                    c.Hits = int.Parse(f[4], CultureInfo.InvariantCulture);
+                    c.Waits = int.Parse(f[5], CultureInfo.InvariantCulture);
+                    c.Misses = int.Parse(f[6], CultureInfo.InvariantCulture);
+                }
+                // Memory: one process per configuration (its VmHWM is its own), rounds in alternating order.
                 for (int round = 0; round < rounds; round++)
                 {
                     var order = round % 2 == 0 ? r.Cases : Enumerable.Reverse(r.Cases).ToList();
@@ -119,10 +134,6 @@ namespace TorchHooks.Benchmarks
                         var f = line.Split(' ');
                         c.Peak.Add(long.Parse(f[3], CultureInfo.InvariantCulture));
                         c.Seconds.Add(double.Parse(f[4], CultureInfo.InvariantCulture));
-                        if (c.Key is StreamCase or BuildCase) continue;   // a load's line has the file size where a run's has prefetch counts
-                        c.Hits += int.Parse(f[5], CultureInfo.InvariantCulture);
-                        c.Waits += int.Parse(f[6], CultureInfo.InvariantCulture);
-                        c.Misses += int.Parse(f[7], CultureInfo.InvariantCulture);
                     }
                     var want = File.ReadAllBytes(Path.Combine(dir, "out-" + ResidentCase));
                     foreach (var c in r.Cases.Where(c => c.Key is not (StreamCase or BuildCase)))
@@ -159,15 +170,21 @@ namespace TorchHooks.Benchmarks
             var inv = CultureInfo.InvariantCulture;
             var sb = new StringBuilder();
             if (heading) sb.AppendLine($"## {Title}").AppendLine();
-            sb.AppendLine(string.Create(inv, $"{r.Layers} × `Linear({r.Width}, {r.Width})` float32 = S = {r.ModelBytes / 1e6:F0} MB (layer {r.LayerBytes / 1e6:F1} MB, largest tensor {r.LargestTensor / 1e6:F1} MB); inference on a batch of 8 under `no_grad`, {r.Passes} passes per process, median s/pass per process. " +
-                $"Each configuration runs in its own child process (`tests/TorchHooks.OffloadChild`), {r.Rounds} rounds in alternating order; throughput relative to resident is resident s/pass ÷ the case's, within a round, median over rounds; peak RSS is VmHWM minus the baseline VmRSS taken after a warm-up of the same code on a tiny model, the largest over rounds. " +
-                $"The offload runs read Accelerate's offload folder (aligned `.dat` files), which the child writes with the model: warm page cache (cold cache not arranged: dropping it needs root). " +
+            sb.AppendLine(string.Create(inv, $"{r.Layers} × `Linear({r.Width}, {r.Width})` float32 = S = {r.ModelBytes / 1e6:F0} MB (layer {r.LayerBytes / 1e6:F1} MB, largest tensor {r.LargestTensor / 1e6:F1} MB); inference on a batch of 8 under `no_grad`, warm page cache unless marked cold. " +
+                $"**Throughput**: one child process (`tests/TorchHooks.OffloadChild speed`) holds the resident model and one offloaded copy per configuration and runs them pass by pass in turn, {r.Groups} groups after a warm-up group (which checks every output bit-identical to resident); a configuration's throughput relative to resident is resident s/pass ÷ its s/pass within a group, median over groups (the machine's busy phases hit neighbouring passes alike). " +
+                $"**Memory**: each configuration runs in its own child process, {r.Rounds} rounds in alternating order, {r.Passes} passes each; peak RSS is VmHWM minus the baseline VmRSS taken after a warm-up of the same code on a tiny model, the largest over rounds. " +
+                $"The offload runs read Accelerate's offload folder (aligned `.dat` files, one write per tensor), which the child writes with the model. " +
                 $"Load average {r.LoadBefore} before, {r.LoadAfter} after; {r.Elapsed.TotalSeconds:0} s. CPU flags: {r.Flags}; {Environment.ProcessorCount} logical cores. " +
                 $"Command: `dotnet run -c Release --project benchmarks/TorchHooks.Benchmarks -- --offload-probe`."));
             sb.AppendLine();
-            sb.AppendLine("| Configuration | Median s/pass | Throughput vs resident | Peak RSS above baseline | Prefetch hits/waits/misses | Output |").AppendLine("|---|---:|---:|---:|---:|---|");
-            foreach (var c in r.Cases.Where(c => c.Key is not (StreamCase or BuildCase)))
-                sb.AppendLine(string.Create(inv, $"| {c.Name} | {c.Median:0.000} | {(c.Key == ResidentCase ? "1.00×" : $"{r.Throughput(c.Key):0.00}×")} | {c.PeakMax / 1e6:F0} MB | {(c.Key.StartsWith(PrefetchCase, StringComparison.Ordinal) ? $"{c.Hits}/{c.Waits}/{c.Misses}" : "")} | {(c.Key == ResidentCase ? "reference" : c.Identical == true ? "bit-identical" : "**different**")} |"));
+            sb.AppendLine("| Configuration | Median s/pass (speed run) | Throughput vs resident | Peak RSS above baseline (own process) | Prefetch hits/waits/misses | Output |").AppendLine("|---|---:|---:|---:|---:|---|");
+            foreach (var c in r.Cases.Where(c => c.Key is not (StreamCase or BuildCase or OffloadColdCase or PrefetchColdCase)))
+                sb.AppendLine(string.Create(inv, $"| {c.Name} | {c.SpeedSeconds:0.000} | {(c.Key == ResidentCase ? "1.00×" : $"{r.Throughput(c.Key):0.00}×")} | {c.PeakMax / 1e6:F0} MB | {(c.Key.StartsWith(PrefetchCase, StringComparison.Ordinal) ? $"{c.Hits}/{c.Waits}/{c.Misses}" : "")} | {(c.Key == ResidentCase ? "reference" : c.Identical == true ? "bit-identical" : "**different**")} |"));
+            sb.AppendLine();
+            sb.AppendLine("Cold page cache: before every pass the child drops the offload folder's files from the page cache (`posix_fadvise(POSIX_FADV_DONTNEED)`, no root needed), so each pass reads the weights from the disk (a virtual disk here); each in its own process, median s/pass over its passes and rounds, against the resident process's.").AppendLine();
+            sb.AppendLine("| Configuration | Median s/pass (own process) | vs resident's (own process) | Peak RSS above baseline |").AppendLine("|---|---:|---:|---:|");
+            foreach (var c in new[] { r[ResidentCase], r[OffloadColdCase], r[PrefetchColdCase] })
+                sb.AppendLine(string.Create(inv, $"| {c.Name} | {c.Median:0.000} | {r[ResidentCase].Median / c.Median:0.00}× | {c.PeakMax / 1e6:F0} MB |"));
             sb.AppendLine();
             sb.AppendLine(string.Create(inv, $"| Load of the S = {r.ModelBytes / 1e6:F0} MB checkpoint (`Module.save` format) | Median seconds | Peak RSS above baseline |")).AppendLine("|---|---:|---:|");
             foreach (var c in r.Cases.Where(c => c.Key is StreamCase or BuildCase))
@@ -178,7 +195,7 @@ namespace TorchHooks.Benchmarks
             sb.AppendLine();
             sb.AppendLine(string.Create(inv, $"Budget: the weights are 4× it ({r.Budget / 1e6:F0} MB); activations allowance {r.Activations / 1e6:F1} MB (a layer's input and output plus 1 MB of allocator slack). ") +
                 "Mapped weights cost no copy: the module computes on the page cache's pages (file-backed RSS while mapped); copied weights are one `pread` per tensor into buffers the pool keeps faulted in. " +
-                "Where the time goes per tensor: `dotnet tests/TorchHooks.OffloadChild/bin/Release/net10.0/TorchHooks.OffloadChild.dll profile <model.bin> 24 2048 15` (docs/offload.md).");
+                "Where the time goes per tensor: `dotnet tests/TorchHooks.OffloadChild/bin/Release/net10.0/TorchHooks.OffloadChild.dll profile <model.bin> 24 2048 11` (docs/offload.md).");
             return sb.ToString();
         }
 

@@ -31,7 +31,7 @@ namespace TorchHooks.Benchmarks
     ///   ... -- --checkpoint-bench [--rounds N] [--steps N] [--batch N] [--threads N] [--malloc-mmap]
     ///       Activation checkpointing: a 24-block residual MLP's training step, nothing / every block / √n segments
     ///       checkpointed, each in its own child process (peak RSS = VmHWM), plus the nothing-checkpointed call cost (CheckpointBench.cs).
-    ///   ... -- --offload-probe [--rounds 3] [--layers 24] [--width 2048] [--passes 5]
+    ///   ... -- --offload-probe [--rounds 2] [--groups 21] [--layers 24] [--width 2048] [--passes 5]
     ///       Suite 9, big models: resident vs disk offload (mapped, copied) with and without prefetch, and streaming
     ///       loads; one child process per configuration for its peak RSS, alternating rounds (OffloadProbe.cs).
     ///   ... -- --model-hook-probe [rounds]

@@ -12,6 +12,8 @@ using static TorchSharp.torch;
 //   write    <model.bin> <layers> <width>                          a seeded model, saved with Module.save and as an
 //                                                                   Accelerate offload folder <model.bin>.offload
 //   profile  <model.bin> <layers> <width> <rounds>                 where a materialisation's time goes (one tensor)
+//   rechunk  <model.bin> <layers> <width> <bytes>                  rewrites the offload folder's files in writes of <bytes>
+//   speed    <model.bin> <layers> <width> <prefetch bytes> <groups> throughput of every configuration, pass by pass in turn
 //   run      <model.bin> <layers> <width> <mode> <passes> <out>    mode: resident | offload | offload-copy | prefetch:<bytes>
 //                                                                   | prefetch-copy:<bytes> (offload modes read <model.bin>.offload)
 //   load     <model.bin> <layers> <width> <how> [cold]             how: stream (empty model + streaming load_state_dict)
@@ -43,6 +45,22 @@ if (mode == "write")
     // The same weights in Accelerate's offload folder (one aligned .dat per tensor): what the offload runs read.
     using var sd = model.WithHooks().StateDict();
     OffloadFolder.Write(sd, path + ".offload");
+    return 0;
+}
+
+if (mode == "rechunk")
+{
+    // Rewrites every file of <model.bin>.offload with writes of <bytes> each (the page cache keeps what a write wrote in
+    // folios of about that size: see the profile's mapping rows and docs/offload.md).
+    int chunk = int.Parse(args[4], CultureInfo.InvariantCulture);
+    foreach (var file in Directory.GetFiles(path + ".offload", "*.dat"))
+    {
+        var data = File.ReadAllBytes(file);
+        File.Delete(file);
+        using var handle = File.OpenHandle(file, FileMode.CreateNew, FileAccess.Write);
+        for (int at = 0; at < data.Length; at += chunk)
+            RandomAccess.Write(handle, new ReadOnlySpan<byte>(data, at, Math.Min(chunk, data.Length - at)), at);
+    }
     return 0;
 }
 
@@ -222,6 +240,61 @@ if (mode == "profile")
         Console.WriteLine($"{list[list.Count / 2],8:F2} ms  {list[0],8:F2} min  {what}");
     }
     File.Delete(raw);
+    return 0;
+}
+
+if (mode == "speed")
+{
+    // Throughput only (no memory figures: every configuration lives in this one process): the resident model and one
+    // offloaded copy per configuration, run pass by pass in turn — resident, mapped, mapped + prefetch, copied, copied +
+    // prefetch — for <groups> groups after a warm-up group; each configuration's throughput relative to resident is taken
+    // within a group (passes a fraction of a second apart, so a busy machine's slow phases hit all alike), median over
+    // groups. Prints one line per configuration: key, median s/pass, median throughput vs resident, hits/waits/misses.
+    long prefetchBytes = long.Parse(args[4], CultureInfo.InvariantCulture);
+    int groups = int.Parse(args[5], CultureInfo.InvariantCulture);
+    using var input = ones(8, width) * 0.01;
+    var resident = Model(layers, width);
+    resident.load(path);
+    var configs = new System.Collections.Generic.List<(string Key, HookedModule<Tensor, Tensor> Model, OffloadHandle? Handle, WeightStore? Store)>
+    {
+        ("resident", resident.WithHooks(), null, null),
+    };
+    foreach (var (key, map, bytes) in new[] { ("offload", true, 0L), ("prefetch", true, prefetchBytes), ("offload-copy", false, 0L), ("prefetch-copy", false, prefetchBytes) })
+    {
+        Sequential empty;
+        using (EmptyWeights.Scope()) empty = Model(layers, width);
+        var disk = WeightStore.Disk(Checkpoint.Open(path + ".offload"));
+        var facade = empty.WithHooks();
+        configs.Add((key, facade, facade.Offload(disk, new OffloadOptions { PrefetchBytes = bytes, MapWeights = map }), disk));
+    }
+    var seconds = configs.ToDictionary(c => c.Key, _ => new System.Collections.Generic.List<double>());
+    using (no_grad())
+    {
+        byte[]? want = null;
+        for (int g = -1; g < groups; g++)
+            foreach (var (key, model, _, _) in configs)
+            {
+                var clock = Stopwatch.StartNew();
+                using var y = model.call(input);
+                double t = clock.Elapsed.TotalSeconds;
+                if (g < 0)
+                {
+                    var bytes = y.bytes.ToArray();
+                    if (want is null) want = bytes;
+                    else if (!bytes.AsSpan().SequenceEqual(want)) throw new InvalidOperationException($"{key}: output differs from resident");
+                    continue;
+                }
+                seconds[key].Add(t);
+            }
+    }
+    static double Median(System.Collections.Generic.IEnumerable<double> v) { var a = v.OrderBy(x => x).ToArray(); return a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2; }
+    foreach (var (key, _, handle, _) in configs)
+    {
+        var ratio = Median(Enumerable.Range(0, groups).Select(i => seconds["resident"][i] / seconds[key][i]));
+        Console.WriteLine(string.Join(" ", "speed", key, Median(seconds[key]).ToString("R", CultureInfo.InvariantCulture), ratio.ToString("R", CultureInfo.InvariantCulture),
+                                      handle?.PrefetchHits ?? 0, handle?.PrefetchWaits ?? 0, handle?.PrefetchMisses ?? 0));
+    }
+    foreach (var (_, _, handle, disk) in configs) { handle?.Dispose(); disk?.Dispose(); }
     return 0;
 }
 

@@ -12,7 +12,8 @@ namespace TorchHooks
     /// A checkpoint on disk, opened for streaming: its headers are read and checked when it is opened (no tensor
     /// data are read), and each tensor is later read on its own with positioned reads (<c>pread</c>) straight into its
     /// destination — so loading a model costs what stays resident, not a second copy of the model (nothing is mapped:
-    /// the bytes come from the page cache in one copy). Formats: safetensors (one file, or Hugging Face's sharded
+    /// the bytes come from the page cache in one copy; an offload maps aligned tensors instead,
+    /// <see cref="OffloadOptions.MapWeights"/>). Formats: safetensors (one file, or Hugging Face's sharded
     /// <c>model.safetensors.index.json</c>), TorchSharp's own <c>Module.save</c> files, and Accelerate's offload
     /// folder (<c>index.json</c> + one <c>.dat</c> per tensor).
     /// </summary>
@@ -176,6 +177,13 @@ namespace TorchHooks
             using var whole = torch.from_file(stored.File, false, first + stored.Numel, stored.dtype);
             using var part = whole.narrow(0, first, stored.Numel);
             return part.view(stored.ShapeArray);
+        }
+
+        /// <summary>Starts reading <paramref name="stored"/>'s bytes into the page cache in the background (<see cref="PageCache.WillNeed"/>; a read ahead's first step).</summary>
+        internal void WillNeed(StoredTensor stored)
+        {
+            if (stored.ByteCount == 0) return;
+            PageCache.WillNeed(HandleOf(stored), stored.Offset, stored.ByteCount);
         }
 
         /// <summary>Throws if <paramref name="stored"/>'s file changed size since the checkpoint was opened; returns its size.</summary>

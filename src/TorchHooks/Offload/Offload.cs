@@ -33,7 +33,9 @@ namespace TorchHooks
         /// are the page cache's) instead of copying them into a reusable buffer. Default true. Applies to every tensor whose
         /// offset in its file is a multiple of its element size (always in safetensors files written by the safetensors
         /// library, which pads the header to 8 bytes, and in Accelerate's offload folders); others, and host stores, are
-        /// copied. See docs/offload.md, "What is mapped, what is copied".
+        /// copied. A store file must not be truncated or rewritten while the offload runs: its size is checked before each
+        /// mapping, but a file truncated under a mapping makes the process fault (SIGBUS) where a copy would throw. See
+        /// docs/offload.md, "What is mapped, what is copied".
         /// </summary>
         public bool MapWeights { get; init; } = true;
     }

@@ -141,11 +141,14 @@ namespace TorchHooks
 
         /// <summary>
         /// Reads the module's weights into <paramref name="tensors"/> (from <see cref="Allocate"/>): copies into the pooled
-        /// buffers, maps the mapped slots. <paramref name="touch"/> (the prefetch thread): reads one byte of every page of
-        /// each mapping, so its pages are in memory and mapped before the call needs them.
+        /// buffers, maps the mapped slots. <paramref name="touch"/> (the prefetch thread): first asks the kernel to read all
+        /// the module's bytes in the background (large requests), then reads one byte of every page of each mapping, so its
+        /// pages are in memory and mapped before the call needs them.
         /// </summary>
         internal void Fill(Tensor?[] tensors, bool touch)
         {
+            if (touch)   // all of the module's bytes requested from the disk at once (nothing to do when they are cached)
+                foreach (var slot in _slots) _store.WillNeed(slot.Key);
             for (int i = 0; i < _slots.Count; i++)
             {
                 if (_slots[i].Mapped)

@@ -36,6 +36,9 @@ namespace TorchHooks
         /// <summary>The tensor at <paramref name="key"/> over a memory mapping of its file, no copy (only if <see cref="CanMap"/>; the caller disposes it).</summary>
         internal virtual Tensor Map(string key) => throw new NotSupportedException($"The store {this} cannot map '{key}'; read it with ReadInto.");
 
+        /// <summary>Starts reading <paramref name="key"/>'s bytes from the disk in the background, if the store is on disk (advice; a read ahead's first step).</summary>
+        internal virtual void WillNeed(string key) { }
+
         /// <summary>A store on disk: the tensors of <paramref name="checkpoint"/> (disposed with the store). Its files must not be writable by other users.</summary>
         /// <exception cref="UnauthorizedAccessException">A file or its folder can be written by other users (a sticky folder such as /tmp is fine).</exception>
         public static WeightStore Disk(Checkpoint checkpoint)
@@ -95,6 +98,7 @@ namespace TorchHooks
             public override torch.ScalarType DType(string key) => _checkpoint[key].dtype;
             internal override void ReadInto(string key, Tensor destination) => _checkpoint.ReadInto(_checkpoint[key], destination);
             internal override bool CanMap(string key) => Checkpoint.CanMap(_checkpoint[key]);
+            internal override void WillNeed(string key) => _checkpoint.WillNeed(_checkpoint[key]);
             internal override Tensor Map(string key) => _checkpoint.Map(_checkpoint[key]);
             public override void Dispose() => _checkpoint.Dispose();
             public override string ToString() => $"disk store: {_checkpoint}";
