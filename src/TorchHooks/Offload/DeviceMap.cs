@@ -77,6 +77,53 @@ namespace TorchHooks
             throw new KeyNotFoundException($"The device map places no entry on '{path}' or a module above it: the module would be unplaced. Add an entry (e.g. \"{path}\": \"cpu\").");
         }
 
+        /// <summary>
+        /// A device map from a rule instead of budgets — placement by path prefix, type or any predicate:
+        /// <paramref name="place"/> is asked for each module in pre-order and returns a device name (<c>"cpu"</c>,
+        /// <c>"cuda:N"</c>, <c>"meta"</c>, <c>"disk"</c>) for the module and everything under it, or null to decide below;
+        /// every part of the model no answer covers goes to <paramref name="otherwise"/>. The map has one entry per placed
+        /// subtree, plus, for a module with tensors of its own above placed ones, an entry for its own tensors (its children
+        /// all get entries), so <see cref="DispatchExtensions.dispatch_model"/> takes it as it is. E.g.
+        /// <c>DeviceMap.Build(m, p =&gt; p.Module is Block ? "disk" : null)</c>.
+        /// </summary>
+        /// <exception cref="ArgumentException"><paramref name="otherwise"/> is empty.</exception>
+        public static IReadOnlyDictionary<string, string> Build(IHookedModule model, Func<HookPoint, string?> place, string otherwise = "cpu")
+        {
+            if (model is null) throw new ArgumentNullException(nameof(model), "Pass a facade from WithHooks().");
+            if (place is null) throw new ArgumentNullException(nameof(place), "Pass the rule, e.g. p => p.Module is Block ? \"disk\" : null.");
+            if (string.IsNullOrWhiteSpace(otherwise)) throw new ArgumentException("Pass the device for what the rule leaves, e.g. \"cpu\".", nameof(otherwise));
+            var chosen = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (var path in model.Paths)
+                if (place(model[path]) is { } device && !HasChosenAncestor(chosen, path)) chosen[path] = device;
+            var map = new Dictionary<string, string>(StringComparer.Ordinal);
+            void Cover(string path)
+            {
+                if (chosen.TryGetValue(path, out var device)) { map[path] = device; return; }
+                var module = model[path].Module;
+                bool below = chosen.Keys.Any(c => path.Length == 0 || c.StartsWith(path + ".", StringComparison.Ordinal));
+                if (!below)
+                {
+                    if (module.parameters().Any() || module.buffers().Any()) map[path] = otherwise;
+                    return;
+                }
+                if (module.named_parameters(recurse: false).Any() || module.named_buffers(recurse: false).Any()) map[path] = otherwise;   // its own tensors only
+                foreach (var (name, _) in module.named_children()) Cover(path.Length == 0 ? name : path + "." + name);
+            }
+            Cover("");
+            return map;
+        }
+
+        private static bool HasChosenAncestor(Dictionary<string, string> chosen, string path)
+        {
+            for (string p = path; p.Length > 0; )
+            {
+                int dot = p.LastIndexOf('.');
+                p = dot < 0 ? "" : p.Substring(0, dot);
+                if (chosen.ContainsKey(p)) return true;
+            }
+            return false;
+        }
+
         /// <summary>A module's own tensors (as one item named after the module, null module) and its children, with sizes.</summary>
         private static List<(string Name, torch.nn.Module? Module, long Size)> Items(torch.nn.Module module, string prefix)
         {

@@ -52,6 +52,7 @@ namespace TorchHooks
             (LibtorchVersionName, LibtorchVersionField() is not null),
             (RegisterParameterName, RegisterParameterMethod() is not null),
             (RegisterBufferName, RegisterBufferMethod() is not null),
+            (TensorHandleName, TensorHandleField() is not null),
         };
 
         // ---- HookableModule<TPre, TPost>.pre_hooks / post_hooks: TorchSharp's hook dictionaries (Dispatchers swaps them copy-on-write) ----
@@ -177,6 +178,31 @@ namespace TorchHooks
         public static void RegisterBuffer(torch.nn.Module module, string name, torch.Tensor value)
             => (RegisterBufferMethod() ?? throw Missing(RegisterBufferName, "a buffer of an empty (meta) model cannot be given storage"))
                .Invoke(module, new object[] { name, value, true });
+
+        // ---- Tensor.handle: exchanging two tensors' native tensors (PyTorch's torch.utils.swap_tensors; Dispatch/TensorPlacement.cs) ----
+
+        private const string TensorHandleName = "TorchSharp.torch.Tensor.handle (IntPtr)";
+
+        private static FieldInfo? TensorHandleField()
+        {
+            var field = typeof(torch.Tensor).GetField("handle", Instance);
+            return field?.FieldType == typeof(IntPtr) ? field : null;
+        }
+
+        private static readonly FieldInfo? s_tensorHandle = TensorHandleField();
+
+        /// <summary>
+        /// PyTorch's <c>torch.utils.swap_tensors(a, b)</c>: the two managed tensor objects exchange the native tensors they
+        /// stand for, so <paramref name="a"/> (e.g. a registered <c>Parameter</c> an optimizer holds) now is what
+        /// <paramref name="b"/> was — another device — and keeps its identity. Throws naming the member if missing.
+        /// </summary>
+        public static void SwapTensors(torch.Tensor a, torch.Tensor b)
+        {
+            var field = s_tensorHandle ?? throw Missing(TensorHandleName, "dispatch_model moves a parameter to another device by exchanging native tensors, keeping the Parameter object");
+            var ha = field.GetValue(a);
+            field.SetValue(a, field.GetValue(b));
+            field.SetValue(b, ha);
+        }
 
         // ---- reporting ----
 

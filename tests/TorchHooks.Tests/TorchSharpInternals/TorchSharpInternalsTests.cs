@@ -15,7 +15,7 @@ namespace TorchHooks.Tests.TorchSharpInternals
         {
             Assert.That(TorchHooks.TorchSharpInternals.LoadedVersion, Does.StartWith(TorchHooks.TorchSharpInternals.CheckedVersion));
             var members = TorchHooks.TorchSharpInternals.Members;
-            Assert.That(members, Has.Count.EqualTo(9));
+            Assert.That(members, Has.Count.EqualTo(10));
             Assert.That(members.Where(m => !m.Found).Select(m => m.Member), Is.Empty);
             Assert.That(TorchHooks.TorchSharpInternals.ModuleHandle, Is.Not.Null);
             Assert.That(TorchHooks.TorchSharpInternals.Submodules, Is.Not.Null);
