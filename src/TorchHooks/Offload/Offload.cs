@@ -23,6 +23,12 @@ namespace TorchHooks
         public long PrefetchBytes { get; init; }
 
         /// <summary>
+        /// Tests only: a call whose read ahead has not started waits for the prefetch thread instead of reading its
+        /// weights itself, so that what the thread does is deterministic on a loaded machine.
+        /// </summary>
+        internal bool WaitForReadsAhead { get; init; }
+
+        /// <summary>
         /// Linux/glibc: fix malloc's mmap threshold at 1 MiB (process-wide, from the first offload on) so released weights
         /// leave the RSS at once instead of staying in the heap (see docs/offload.md, "Memory"). Default true.
         /// </summary>
@@ -187,7 +193,7 @@ namespace TorchHooks
             }
             if (options.ReturnFreedMemory) FreedMemory.ReturnLargeBlocksToOs();
             var pool = new BufferPool(options.PrefetchBytes + largest);   // what is read ahead plus what one call holds
-            var prefetcher = options.PrefetchBytes > 0 ? new Prefetcher(options.PrefetchBytes) : null;
+            var prefetcher = options.PrefetchBytes > 0 ? new Prefetcher(options.PrefetchBytes) { WaitForReadsAhead = options.WaitForReadsAhead } : null;
             var hooks = new List<OffloadHook>();
             var handles = new List<RemovableHandle>();
             try

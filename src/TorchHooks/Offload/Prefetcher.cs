@@ -44,6 +44,9 @@ namespace TorchHooks
             _thread.Start();
         }
 
+        /// <summary>A call never takes back a read the thread has not started: it waits (tests: <see cref="OffloadOptions.WaitForReadsAhead"/>).</summary>
+        public bool WaitForReadsAhead { get; init; }
+
         /// <summary>The most bytes read ahead and not yet used.</summary>
         public long BudgetBytes { get; }
 
@@ -99,7 +102,7 @@ namespace TorchHooks
                     Interlocked.Increment(ref Hits);
                     return read.Result.Task.GetAwaiter().GetResult();   // a failed read throws here, in the module's call
                 }
-                if (Interlocked.CompareExchange(ref read.State, 2, 0) == 0)
+                if (!WaitForReadsAhead && Interlocked.CompareExchange(ref read.State, 2, 0) == 0)
                 {
                     Interlocked.Increment(ref Misses);
                     try { hook.Fill(read.Into, touch: false); }
