@@ -120,15 +120,8 @@ namespace TorchHooks
 
         private static void Complete(Utf8JsonWriter w, int pid, int tid, ModuleCallRecord c, double ts, double dur, bool clamped)
         {
-            w.WriteStartObject();
-            w.WriteString("name", c.Path.Length == 0 ? c.ModuleType : c.Path);
-            w.WriteString("cat", c.Phase == CallPhase.Backward ? "module.backward" : c.Phase == CallPhase.Recompute ? "module.recompute" : "module");
-            w.WriteString("ph", "X");
-            w.WriteNumber("ts", ts);
-            w.WriteNumber("dur", Round(dur));
-            w.WriteNumber("pid", pid);
-            w.WriteNumber("tid", tid);
-            w.WriteStartObject("args");
+            BeginComplete(w, c.Path.Length == 0 ? c.ModuleType : c.Path,
+                c.Phase == CallPhase.Backward ? "module.backward" : c.Phase == CallPhase.Recompute ? "module.recompute" : "module", pid, tid, ts, dur);
             w.WriteString("type", c.ModuleType);
             w.WriteString("path", c.Path);
             w.WriteNumber("call_index", c.CallIndex);
@@ -146,17 +139,23 @@ namespace TorchHooks
             w.WriteEndObject();
         }
 
-        private static void Complete(Utf8JsonWriter w, int pid, int tid, TraceSpan span, double ts, double dur, bool clamped)
+        /// <summary>A complete ("X") event's common fields, leaving its <c>args</c> object open.</summary>
+        private static void BeginComplete(Utf8JsonWriter w, string name, string category, int pid, int tid, double ts, double dur)
         {
             w.WriteStartObject();
-            w.WriteString("name", span.Name);
-            w.WriteString("cat", span.Category);
+            w.WriteString("name", name);
+            w.WriteString("cat", category);
             w.WriteString("ph", "X");
             w.WriteNumber("ts", ts);
             w.WriteNumber("dur", Round(dur));
             w.WriteNumber("pid", pid);
             w.WriteNumber("tid", tid);
             w.WriteStartObject("args");
+        }
+
+        private static void Complete(Utf8JsonWriter w, int pid, int tid, TraceSpan span, double ts, double dur, bool clamped)
+        {
+            BeginComplete(w, span.Name, span.Category, pid, tid, ts, dur);
             w.WriteString("path", span.Path);
             w.WriteNumber("bytes", span.Bytes);
             if (clamped) w.WriteBoolean("clamped", true);
