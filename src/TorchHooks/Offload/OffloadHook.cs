@@ -66,7 +66,11 @@ namespace TorchHooks
         public override void init_hook(torch.nn.Module module)
         {
             using (torch.no_grad())
-                foreach (var s in _slots) s.Param.set_(s.Empty);
+                foreach (var s in _slots)
+                {
+                    s.Param.set_(s.Empty);
+                    ReleasedParameters.Mark(s.Param, s.Shape);   // counted as the weight it stands for (summary)
+                }
         }
 
         public override TArgs pre_forward<TArgs>(torch.nn.Module module, TArgs args)
@@ -105,6 +109,7 @@ namespace TorchHooks
                     _store.ReadInto(s.Key, fresh);
                     s.Param.set_(fresh);
                     s.Param.requires_grad_(s.RequiresGrad);
+                    ReleasedParameters.Unmark(s.Param);
                     s.Empty.Dispose();
                 }
             }

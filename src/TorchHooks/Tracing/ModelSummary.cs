@@ -129,7 +129,7 @@ namespace TorchHooks
                 {
                     foreach (var (name, p) in module.named_parameters(recurse: false))
                     {
-                        long n = p.numel();
+                        long n = ReleasedParameters.Numel(p);   // an offloaded weight counts as the tensor it stands for
                         own += n;
                         if (p.requires_grad) trainable += n;
                         if (leaf && call.Outputs.Count > 0) macs += MultAdds(call.ModuleType, name, n, call.Outputs[0].Shape);
@@ -146,7 +146,7 @@ namespace TorchHooks
             long total = 0, trainableTotal = 0, paramBytes = 0;
             foreach (var p in root.parameters())
             {
-                long n = p.numel();
+                long n = ReleasedParameters.Numel(p);   // an offloaded weight counts as the tensor it stands for
                 total += n;
                 if (p.requires_grad) trainableTotal += n;
                 paramBytes += n * TensorInfo.ElementSize(p.dtype);

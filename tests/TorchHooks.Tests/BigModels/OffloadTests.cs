@@ -77,6 +77,48 @@ namespace TorchHooks.Tests.BigModels
             Assert.That(sawWeights, Is.False, "forward hooks run after post_forward released the weights, as Accelerate's hooks run inside forward");
         }
 
+        [Test(Description = "with everything else on the call path: forward pre-hooks and forward hooks see what they see on the resident model, the activation cache holds the same activations, the summary counts the same parameters (offloaded weights counted from the store's shapes)")]
+        public void Offloaded_model_works_with_hooks_cache_and_summary()
+        {
+            var x = Input();
+            using var _x = x;
+            var resident = Resident().WithHooks();
+            var (_, _, m) = Setup();
+            using var store = WeightStore.Disk(Checkpoint.Open(_path));
+            using var offload = m.Offload(store, new OffloadOptions { PrefetchBytes = 2 * (32 * 32 + 32) * 4 });
+
+            System.Collections.Generic.List<double[]> Seen(HookedModule<Tensor, Tensor> model)
+            {
+                var seen = new System.Collections.Generic.List<double[]>();
+                using var pre = ModuleHooks.register_module_forward_pre_hook((mod, input) => { seen.Add(TensorAssert.Values(input)); return null; });
+                using var post = ModuleHooks.register_module_forward_hook((mod, input, y) => { seen.Add(TensorAssert.Values(y)); return null; });
+                using (no_grad()) model.call(x).Dispose();
+                return seen;
+            }
+            var want = Seen(resident);
+            for (int pass = 0; pass < 2; pass++)
+            {
+                var got = Seen(m);
+                Assert.That(got, Has.Count.EqualTo(want.Count));
+                for (int i = 0; i < want.Count; i++) Assert.That(got[i], Is.EqualTo(want[i]), $"pass {pass}, hook call {i}");
+            }
+
+            using var inference = no_grad();   // offloaded weights are for inference
+            var (yr, cacheR) = resident.RunWithCache(x);
+            var (yo, cacheO) = m.RunWithCache(x);
+            using (yr) using (yo) using (cacheR) using (cacheO)
+            {
+                Assert.That(cacheO.Keys, Is.EquivalentTo(cacheR.Keys));
+                foreach (var key in cacheR.Keys) Assert.That(TensorAssert.Values(cacheO[key]), Is.EqualTo(TensorAssert.Values(cacheR[key])), key);
+            }
+            Assert.That(offload.AllReleased, "released after the cached run");
+
+            var sr = resident.Summary(x);
+            var so = m.Summary(x);
+            Assert.That(so.TotalParams, Is.EqualTo(sr.TotalParams), "offloaded parameters counted");
+            Assert.That(so.Rows.Select(r => r.Params), Is.EqualTo(sr.Rows.Select(r => r.Params)));
+        }
+
         [Test(Description = "offloading a resident model keeps its Parameter objects; disposing the handle makes them resident with their values, and an optimizer built before still trains them")]
         public void Parameter_objects_kept_and_restored()
         {
