@@ -28,6 +28,9 @@ namespace TorchHooks
         /// </summary>
         internal bool WaitForReadsAhead { get; init; }
 
+        /// <summary>Tests only: the prefetch thread waits for this gate before each read ahead (a call then takes its read back).</summary>
+        internal System.Threading.ManualResetEventSlim? PrefetchGate { get; init; }
+
         /// <summary>
         /// Linux/glibc: fix malloc's mmap threshold at 1 MiB (process-wide, from the first offload on) so released weights
         /// leave the RSS at once instead of staying in the heap (see docs/offload.md, "Memory"). Default true.
@@ -193,7 +196,7 @@ namespace TorchHooks
             }
             if (options.ReturnFreedMemory) FreedMemory.ReturnLargeBlocksToOs();
             var pool = new BufferPool(options.PrefetchBytes + largest);   // what is read ahead plus what one call holds
-            var prefetcher = options.PrefetchBytes > 0 ? new Prefetcher(options.PrefetchBytes) { WaitForReadsAhead = options.WaitForReadsAhead } : null;
+            var prefetcher = options.PrefetchBytes > 0 ? new Prefetcher(options.PrefetchBytes) { WaitForReadsAhead = options.WaitForReadsAhead, Gate = options.PrefetchGate } : null;
             var hooks = new List<OffloadHook>();
             var handles = new List<RemovableHandle>();
             try

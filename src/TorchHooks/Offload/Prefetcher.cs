@@ -47,6 +47,9 @@ namespace TorchHooks
         /// <summary>A call never takes back a read the thread has not started: it waits (tests: <see cref="OffloadOptions.WaitForReadsAhead"/>).</summary>
         public bool WaitForReadsAhead { get; init; }
 
+        /// <summary>Tests only: the thread waits for it before each read ahead (<see cref="OffloadOptions.PrefetchGate"/>).</summary>
+        public ManualResetEventSlim? Gate { get; init; }
+
         /// <summary>The most bytes read ahead and not yet used.</summary>
         public long BudgetBytes { get; }
 
@@ -124,6 +127,7 @@ namespace TorchHooks
         {
             foreach (var read in _queue.GetConsumingEnumerable())
             {
+                Gate?.Wait();
                 if (Interlocked.CompareExchange(ref read.State, 1, 0) != 0) continue;   // the module's call took it back and read it itself
                 long start = SpanEvents.Requested ? Stopwatch.GetTimestamp() : 0;
                 try { read.Hook.Fill(read.Into, touch: true); }

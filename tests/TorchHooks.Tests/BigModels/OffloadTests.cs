@@ -169,6 +169,30 @@ namespace TorchHooks.Tests.BigModels
             Assert.That(Tensor.TotalCount, Is.LessThanOrEqualTo(tensors + 8), "live tensors flat (the 8 are the restored parameters)");
         }
 
+        [Test(Description = "prefetch: a call whose read ahead the thread has not started reads its weights itself (PrefetchMisses) instead of waiting for the thread; outputs bit-identical; the thread skips what was taken back; no tensor left behind")]
+        public void A_call_takes_back_a_read_ahead_the_thread_has_not_started()
+        {
+            var (x, want, m) = Setup();
+            using var _x = x;
+            using var _want = want;
+            using var store = WeightStore.Disk(Checkpoint.Open(_path));
+            using var gate = new System.Threading.ManualResetEventSlim(false);   // the prefetch thread is held before every read
+            var offload = m.Offload(store, new OffloadOptions { PrefetchBytes = 2 * (32 * 32 + 32) * 4, PrefetchGate = gate });
+            using (no_grad()) m.call(x).Dispose();   // learn the order
+            GC.Collect(); GC.WaitForPendingFinalizers();
+            long tensors = Tensor.TotalCount;
+            for (int pass = 0; pass < 3; pass++)
+                using (no_grad())
+                using (var y = m.call(x))
+                    Assert.That(BitEqual(y, want), $"pass {pass}");
+            Assert.That(offload.PrefetchMisses, Is.GreaterThanOrEqualTo(3 * 3), "every module after the first of each pass took its read back");
+            Assert.That(offload.PrefetchHits + offload.PrefetchWaits, Is.Zero, "the held thread read nothing");
+            gate.Set();   // the thread now finds every queued read taken back (or reads the ones queued for the next pass)
+            offload.Dispose();
+            GC.Collect(); GC.WaitForPendingFinalizers();
+            Assert.That(Tensor.TotalCount, Is.LessThanOrEqualTo(tensors + 8), "live tensors flat (the 8 are the restored parameters)");
+        }
+
         [Test(Description = "training with offloaded weights is refused naming the module; nothing is left materialised")]
         public void Training_is_refused_naming_the_module()
         {
