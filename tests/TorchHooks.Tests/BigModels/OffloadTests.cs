@@ -22,8 +22,18 @@ namespace TorchHooks.Tests.BigModels
             Model().save(_path);
         }
 
+        private readonly System.Collections.Generic.List<IDisposable> _owned = new();
+
         [TearDown]
-        public void Delete() => File.Delete(_path);
+        public void Delete()
+        {
+            foreach (var d in _owned) d.Dispose();
+            _owned.Clear();
+            File.Delete(_path);
+        }
+
+        /// <summary>The largest offloaded module's bytes (fc2: 32×32 weights and 32 biases, float32): prefetch budgets are multiples of it.</summary>
+        private const long Fc2Bytes = (32 * 32 + 32) * 4;
 
         internal static Sequential Model() => nn.Sequential(("fc1", nn.Linear(16, 32)), ("norm", nn.LayerNorm(32)), ("fc2", nn.Linear(32, 32)), ("fc3", nn.Linear(32, 8)));
 
@@ -36,11 +46,13 @@ namespace TorchHooks.Tests.BigModels
 
         private static Tensor Input() { manual_seed(3); return randn(4, 16); }
 
-        /// <summary>The input, the resident model's output for it, and an empty (meta) copy of the model, wrapped.</summary>
+        /// <summary>The input, the resident model's output for it (both disposed after the test), and an empty (meta) copy of the model, wrapped.</summary>
         private (Tensor X, Tensor Want, HookedModule<Tensor, Tensor> Empty) Setup()
         {
             var x = Input();
             var want = Resident().call(x);
+            _owned.Add(x);
+            _owned.Add(want);
             Sequential empty;
             using (EmptyWeights.Scope()) empty = Model();
             return (x, want, empty.WithHooks());
@@ -59,8 +71,6 @@ namespace TorchHooks.Tests.BigModels
         public void Disk_offload_of_an_empty_model_is_bit_identical()
         {
             var (x, want, m) = Setup();
-            using var _x = x;
-            using var _want = want;
             using var store = WeightStore.Disk(Checkpoint.Open(_path));
             using var offload = m.Offload(store);
             Assert.That(offload.Paths, Is.EqualTo(new[] { "fc1", "norm", "fc2", "fc3" }));
@@ -85,7 +95,7 @@ namespace TorchHooks.Tests.BigModels
             var resident = Resident().WithHooks();
             var (_, _, m) = Setup();
             using var store = WeightStore.Disk(Checkpoint.Open(_path));
-            using var offload = m.Offload(store, new OffloadOptions { PrefetchBytes = 2 * (32 * 32 + 32) * 4 });
+            using var offload = m.Offload(store, new OffloadOptions { PrefetchBytes = 2 * Fc2Bytes });
 
             System.Collections.Generic.List<double[]> Seen(HookedModule<Tensor, Tensor> model)
             {
@@ -149,10 +159,8 @@ namespace TorchHooks.Tests.BigModels
         public void Prefetch_serves_later_passes_within_budget()
         {
             var (x, want, m) = Setup();
-            using var _x = x;
-            using var _want = want;
             using var store = WeightStore.Disk(Checkpoint.Open(_path));
-            var offload = m.Offload(store, new OffloadOptions { PrefetchBytes = 2 * (32 * 32 + 32) * 4, WaitForReadsAhead = true });   // deterministic under load: calls wait for the thread
+            var offload = m.Offload(store, new OffloadOptions { PrefetchBytes = 2 * Fc2Bytes, WaitForReadsAhead = true });   // deterministic under load: calls wait for the thread
             using (no_grad()) m.call(x).Dispose();   // learn the order
             GC.Collect(); GC.WaitForPendingFinalizers();
             long tensors = Tensor.TotalCount;
@@ -173,11 +181,9 @@ namespace TorchHooks.Tests.BigModels
         public void A_call_takes_back_a_read_ahead_the_thread_has_not_started()
         {
             var (x, want, m) = Setup();
-            using var _x = x;
-            using var _want = want;
             using var store = WeightStore.Disk(Checkpoint.Open(_path));
             using var gate = new System.Threading.ManualResetEventSlim(false);   // the prefetch thread is held before every read
-            var offload = m.Offload(store, new OffloadOptions { PrefetchBytes = 2 * (32 * 32 + 32) * 4, PrefetchGate = gate });
+            var offload = m.Offload(store, new OffloadOptions { PrefetchBytes = 2 * Fc2Bytes, PrefetchGate = gate });
             using (no_grad()) m.call(x).Dispose();   // learn the order
             GC.Collect(); GC.WaitForPendingFinalizers();
             long tensors = Tensor.TotalCount;
@@ -308,18 +314,16 @@ namespace TorchHooks.Tests.BigModels
         }
 
         [Test(Description = "mapped (offload folder, no copy) and copied (pooled buffers) materialisation, with and without prefetch: bit-identical to resident over passes; mapped uses no pooled buffer; Parameter objects kept over the passes")]
-        public void Mapped_and_copied_weights_are_bit_identical([Values(false, true)] bool map, [Values(0L, 2L * (32 * 32 + 32) * 4)] long prefetch)
+        public void Mapped_and_copied_weights_are_bit_identical([Values(false, true)] bool map, [Values(0L, 2 * Fc2Bytes)] long prefetch)
         {
             var (x, want, m) = Setup();
-            using var _x = x;
-            using var _want = want;
             var dir = Folder(Resident());
             try
             {
                 using var store = WeightStore.Disk(Checkpoint.Open(dir));
                 using var offload = m.Offload(store, new OffloadOptions { MapWeights = map, PrefetchBytes = prefetch });
                 var parameters = m.Unwrap().parameters().ToList();   // the empty model's meta parameters were replaced by storage-less CPU ones
-                Assert.That(offload.BufferPoolBytes, Is.EqualTo(prefetch + (32 * 32 + 32) * 4), "the pool's capacity: the prefetch budget plus the largest module");
+                Assert.That(offload.BufferPoolBytes, Is.EqualTo(prefetch + Fc2Bytes), "the pool's capacity: the prefetch budget plus the largest module");
                 for (int pass = 0; pass < 4; pass++)
                 {
                     using (no_grad())
@@ -366,10 +370,8 @@ namespace TorchHooks.Tests.BigModels
         public void Traced_offload_shows_load_wait_and_prefetch_spans()
         {
             var (x, want, m) = Setup();
-            using var _x = x;
-            using var _want = want;
             using var store = WeightStore.Disk(Checkpoint.Open(_path));
-            using var offload = m.Offload(store, new OffloadOptions { PrefetchBytes = 4 * (32 * 32 + 32) * 4, WaitForReadsAhead = true });   // calls wait for the thread: deterministic under load
+            using var offload = m.Offload(store, new OffloadOptions { PrefetchBytes = 4 * Fc2Bytes, WaitForReadsAhead = true });   // calls wait for the thread: deterministic under load
             using (no_grad()) m.call(x).Dispose();   // learn the order (no tracer: nothing is recorded anywhere)
             Assert.That(SpanEvents.Requested, Is.False, "no span observer without a tracer");
             ModuleTracer trace;
