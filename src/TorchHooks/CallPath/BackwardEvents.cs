@@ -34,47 +34,29 @@ namespace TorchHooks
     /// </summary>
     internal static class BackwardEvents
     {
-        private static BackwardObserver[] s_observers = Array.Empty<BackwardObserver>();
-        private static readonly object s_gate = new();
+        private static readonly ObserverList<BackwardObserver> s_observers = new();
 
         /// <summary>Whether any observer is subscribed (then the producing concern is active everywhere).</summary>
-        public static bool Requested => Volatile.Read(ref s_observers).Length > 0;
+        public static bool Requested => s_observers.Items.Length > 0;
 
         /// <summary>Subscribes <paramref name="observer"/> (once; adding it again does nothing).</summary>
         public static void Add(BackwardObserver observer)
         {
-            lock (s_gate)
-            {
-                var old = s_observers;
-                if (Array.IndexOf(old, observer) >= 0) return;
-                var next = new BackwardObserver[old.Length + 1];
-                old.CopyTo(next, 0);
-                next[^1] = observer;
-                Volatile.Write(ref s_observers, next);
-            }
+            if (!s_observers.Add(observer)) return;
             CallPath.RecomputeEverywhere();
         }
 
         /// <summary>Unsubscribes <paramref name="observer"/> (nothing if it was not subscribed).</summary>
         public static void Remove(BackwardObserver observer)
         {
-            lock (s_gate)
-            {
-                var old = s_observers;
-                int i = Array.IndexOf(old, observer);
-                if (i < 0) return;
-                var next = new BackwardObserver[old.Length - 1];
-                Array.Copy(old, 0, next, 0, i);
-                Array.Copy(old, i + 1, next, i, old.Length - i - 1);
-                Volatile.Write(ref s_observers, next);
-            }
+            if (!s_observers.Remove(observer)) return;
             CallPath.RecomputeEverywhere();
         }
 
         /// <summary>Whether some observer wants the backward of calls of <paramref name="node"/>'s module.</summary>
         public static bool Wants(HookPoint node)
         {
-            foreach (var o in Volatile.Read(ref s_observers))
+            foreach (var o in s_observers.Items)
                 if (o.Wants(node)) return true;
             return false;
         }
@@ -82,14 +64,14 @@ namespace TorchHooks
         /// <summary>Publishes a call's gradients w.r.t. its outputs to the observers that want its module.</summary>
         public static void Gradients(HookPoint node, int callIndex, Tensor?[] gradOutputs)
         {
-            foreach (var o in Volatile.Read(ref s_observers))
+            foreach (var o in s_observers.Items)
                 if (o.Wants(node)) o.Gradients(node, callIndex, gradOutputs);
         }
 
         /// <summary>Publishes a backward pass through a call to the observers that want its module.</summary>
         public static void Backward(HookPoint node, int callIndex, long startTimestamp, long endTimestamp, Tensor?[]? gradInputs, Tensor?[]? gradOutputs)
         {
-            foreach (var o in Volatile.Read(ref s_observers))
+            foreach (var o in s_observers.Items)
                 if (o.Wants(node)) o.Backward(node, callIndex, startTimestamp, endTimestamp, gradInputs, gradOutputs);
         }
     }

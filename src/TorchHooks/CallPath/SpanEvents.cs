@@ -26,45 +26,21 @@ namespace TorchHooks
     /// </summary>
     internal static class SpanEvents
     {
-        private static SpanObserver[] s_observers = Array.Empty<SpanObserver>();
-        private static readonly object s_gate = new();
+        private static readonly ObserverList<SpanObserver> s_observers = new();
 
         /// <summary>Whether any observer is subscribed.</summary>
-        public static bool Requested => Volatile.Read(ref s_observers).Length > 0;
+        public static bool Requested => s_observers.Items.Length > 0;
 
         /// <summary>Subscribes <paramref name="observer"/> (once; adding it again does nothing).</summary>
-        public static void Add(SpanObserver observer)
-        {
-            lock (s_gate)
-            {
-                var old = s_observers;
-                if (Array.IndexOf(old, observer) >= 0) return;
-                var next = new SpanObserver[old.Length + 1];
-                old.CopyTo(next, 0);
-                next[^1] = observer;
-                Volatile.Write(ref s_observers, next);
-            }
-        }
+        public static void Add(SpanObserver observer) => s_observers.Add(observer);
 
         /// <summary>Unsubscribes <paramref name="observer"/> (nothing if it was not subscribed).</summary>
-        public static void Remove(SpanObserver observer)
-        {
-            lock (s_gate)
-            {
-                var old = s_observers;
-                int i = Array.IndexOf(old, observer);
-                if (i < 0) return;
-                var next = new SpanObserver[old.Length - 1];
-                Array.Copy(old, 0, next, 0, i);
-                Array.Copy(old, i + 1, next, i, old.Length - i - 1);
-                Volatile.Write(ref s_observers, next);
-            }
-        }
+        public static void Remove(SpanObserver observer) => s_observers.Remove(observer);
 
         /// <summary>Publishes a span of work done on the calling thread.</summary>
         public static void Span(string name, HookPoint node, long bytes, long startTimestamp, long endTimestamp)
         {
-            foreach (var o in Volatile.Read(ref s_observers)) o.Span(name, node, bytes, startTimestamp, endTimestamp);
+            foreach (var o in s_observers.Items) o.Span(name, node, bytes, startTimestamp, endTimestamp);
         }
     }
 }
