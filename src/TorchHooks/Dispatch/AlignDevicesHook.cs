@@ -104,9 +104,8 @@ namespace TorchHooks
             });
             if (io_same_device)
             {
-                torch.Device? first = null;
-                CallHookValues.MapTensors(args, t => { first ??= t.device; return t; });
-                (t_inputDevices ??= new Stack<torch.Device?>()).Push(first);
+                var inputs = CallHookValues.TensorsOf(args);
+                (t_inputDevices ??= new Stack<torch.Device?>()).Push(inputs.Count > 0 ? inputs[0].device : null);
             }
             return moved;
         }
